@@ -1,0 +1,56 @@
+/* api.c - what the REST resource files share: the live configuration, mapping of script
+ * errors to HTTP statuses, and passing a script's JSON answer through. */
+#include "omnicc/api.h"
+
+#include <string.h>
+
+#include "omnicc/config.h"
+
+static const struct config *live_cfg;
+
+const struct config *api_config(void)
+{
+    return live_cfg;
+}
+
+void api_set_config(const struct config *cfg)
+{
+    live_cfg = cfg;
+}
+
+/* Scripts fail with "ERR_<KIND> message"; anything else from Redis is our fault or its. */
+bool api_reply_script_error(struct http_req *r, const char *err)
+{
+    static const struct {
+        const char *prefix;
+        int status;
+        const char *code;
+    } map[] = {
+        {"ERR_NOT_FOUND ", 404, "not_found"},
+        {"ERR_CONFLICT ", 409, "conflict"},
+        {"ERR_INVALID ", 400, "invalid"},
+        {"ERR_FORBIDDEN ", 403, "forbidden"},
+    };
+    if (!err)
+        return false;
+    if (strcmp(err, "unavailable") == 0 || strcmp(err, "timeout") == 0 ||
+        strcmp(err, "shutting down") == 0) {
+        http_reply_unavailable(r, err);
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        size_t n = strlen(map[i].prefix);
+        if (strncmp(err, map[i].prefix, n) == 0) {
+            http_reply_error(r, map[i].status, map[i].code, "%s", err + n);
+            return true;
+        }
+    }
+    if (strncmp(err, "LOADING", 7) == 0 || strncmp(err, "BUSY", 4) == 0 ||
+        strncmp(err, "READONLY", 8) == 0 || strncmp(err, "NOREPLICAS", 10) == 0 ||
+        strncmp(err, "MASTERDOWN", 10) == 0 || strncmp(err, "OOM", 3) == 0) {
+        http_reply_unavailable(r, "redis busy");
+        return true;
+    }
+    http_reply_error(r, 500, "internal", "storage error");
+    return true;
+}

@@ -1,0 +1,159 @@
+/* api_interactions.c - POST /v1/interactions (the generic ingest every channel adapter also
+ * ends in) and GET /v1/interactions/{id}. An ingest is acknowledged (202) only from the
+ * ingest script's reply: if Redis did not confirm the write, the client gets 503. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnicc/api.h"
+#include "omnicc/config.h"
+#include "omnicc/interaction.h"
+#include "omnicc/log.h"
+#include "omnicc/metrics.h"
+#include "omnicc/segments.h"
+#include "omnicc/store.h"
+#include "omnicc/util.h"
+
+/* Identifiers strongest first: the script lets the first match win a conflict. */
+static const enum ident_kind ident_order[] = {IDENT_POLICY, IDENT_NATIONAL, IDENT_BRANCH,
+                                              IDENT_EMAIL, IDENT_PHONE};
+
+static json_t *ingest_document(const struct config *cfg, const struct interaction *ix)
+{
+    json_t *doc = json_object();
+    json_t *ids = json_array();
+    for (size_t i = 0; i < ARRAY_SIZE(ident_order); i++) {
+        const char *v = ix->ident[ident_order[i]];
+        if (v)
+            json_array_append_new(ids, json_pack("[ss]", ident_kind_name(ident_order[i]), v));
+    }
+    json_object_set_new(doc, "ids", ids);
+    json_object_set_new(doc, "channel", json_string(channel_name(ix->channel)));
+    json_object_set_new(doc, "external_id", json_string(ix->external_id));
+    json_object_set_new(doc, "direction", json_string(ix->direction));
+    json_object_set_new(doc, "queue", json_string(ix->queue ? ix->queue : cfg->default_queue));
+    struct {
+        const char *key, *val;
+    } opt[] = {{"from", ix->from},       {"to", ix->to},         {"subject", ix->subject},
+               {"body", ix->body},       {"name", ix->customer_name}, {"case_id", ix->case_id},
+               {"skills", ix->skills},   {"metadata", ix->metadata},
+               {"policy", ix->ident[IDENT_POLICY]}};
+    for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
+        if (opt[i].val)
+            json_object_set_new(doc, opt[i].key, json_string(opt[i].val));
+    json_object_set_new(doc, "priority", json_integer(ix->priority));
+    int boost = config_channel_boost(cfg, channel_name(ix->channel)) + ix->priority * cfg->priority_step;
+    json_object_set_new(doc, "boost", json_integer(boost));
+    json_object_set_new(doc, "segment_boosts",
+                        json_pack("{s:i,s:i,s:i,s:i}", "platinum", segment_boost(cfg, "platinum"),
+                                  "gold", segment_boost(cfg, "gold"), "silver",
+                                  segment_boost(cfg, "silver"), "standard", 0));
+    return doc;
+}
+
+static void ingest_done(const redisReply *reply, const char *err, void *arg)
+{
+    struct http_req *r = arg;
+    if (err) {
+        api_reply_script_error(r, err);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+        http_reply_error(r, 500, "internal", "unexpected storage reply");
+        return;
+    }
+    bool dup = reply->element[3]->integer == 1;
+    json_t *conflicts = json_loads(reply->element[4]->str, 0, NULL);
+    json_t *out = json_pack("{s:s,s:s,s:s,s:b,s:o}", "id", reply->element[0]->str, "case_id",
+                            reply->element[1]->str, "customer_id", reply->element[2]->str,
+                            "duplicate", dup, "conflicts", conflicts ? conflicts : json_array());
+    if (!dup)
+        metrics_ingest_latency(monotonic_ms() - r->started_ms);
+    log_debug("ingest: %s case %s customer %s%s", reply->element[0]->str, reply->element[1]->str,
+              reply->element[2]->str, dup ? " (duplicate)" : "");
+    http_reply_json(r, dup ? 200 : 202, out);
+}
+
+/* Shared by channel adapters: store one normalised interaction and answer r when Redis has
+ * it. Takes nothing from ix (the caller frees it). */
+void api_ingest(struct http_req *r, const struct interaction *ix)
+{
+    json_t *doc = ingest_document(api_config(), ix);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    const char *argv[1] = {text};
+    if (store_script(SCRIPT_INGEST, 1, argv, NULL, ingest_done, r) < 0)
+        http_reply_unavailable(r, store_status());
+    free(text);
+}
+
+static void post_interaction(struct http_req *r)
+{
+    json_t *obj = http_body_json_object(r);
+    if (!obj)
+        return;
+    struct interaction ix;
+    char *err = NULL;
+    int rc = ix_from_json(api_config(), obj, &ix, &err);
+    json_decref(obj);
+    if (rc < 0) {
+        http_reply_error(r, 400, "invalid_field", "%s", err);
+        free(err);
+        return;
+    }
+    api_ingest(r, &ix);
+    ix_free(&ix);
+}
+
+/* A read script answers with JSON text; jansson turns Lua's empty tables ({}) into objects,
+ * so the list fields are put right here. */
+static void fix_empty_lists(json_t *obj, const char *const *keys)
+{
+    for (; *keys; keys++) {
+        json_t *v = json_object_get(obj, *keys);
+        if (v && json_is_object(v) && json_object_size(v) == 0)
+            json_object_set_new(obj, *keys, json_array());
+    }
+}
+
+void api_reply_script_json(struct http_req *r, const redisReply *reply, const char *err,
+                           const char *const *list_keys)
+{
+    if (err) {
+        api_reply_script_error(r, err);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_STRING) {
+        http_reply_error(r, 500, "internal", "unexpected storage reply");
+        return;
+    }
+    json_t *obj = json_loadb(reply->str, reply->len, 0, NULL);
+    if (!obj) {
+        http_reply_error(r, 500, "internal", "unreadable storage reply");
+        return;
+    }
+    if (list_keys)
+        fix_empty_lists(obj, list_keys);
+    http_reply_json(r, 200, obj);
+}
+
+static void get_done(const redisReply *reply, const char *err, void *arg)
+{
+    api_reply_script_json(arg, reply, err, NULL);
+}
+
+static void get_interaction(struct http_req *r)
+{
+    if (!id_is_valid(r->params[0], 'I')) {
+        http_reply_error(r, 404, "not_found", "no interaction with that id");
+        return;
+    }
+    const char *argv[1] = {r->params[0]};
+    if (store_script(SCRIPT_GET_INTERACTION, 1, argv, NULL, get_done, r) < 0)
+        http_reply_unavailable(r, store_status());
+}
+
+const struct http_route api_interactions_routes[] = {
+    {EVHTTP_REQ_POST, "/v1/interactions", HTTP_AUTH_ADMIN, post_interaction, "application/json", NULL, false},
+    {EVHTTP_REQ_GET, "/v1/interactions/{id}", HTTP_AUTH_ADMIN, get_interaction, NULL, NULL, false},
+    {0, NULL, 0, NULL, NULL, NULL, false},
+};

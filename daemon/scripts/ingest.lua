@@ -1,0 +1,127 @@
+-- ingest.lua: one interaction in, atomically: idempotency on (channel, external_id) ->
+-- resolve or create the customer from its identifiers (conflicts recorded, never merged)
+-- -> attach to a case -> write the interaction -> case history -> enqueue for routing
+-- -> event. ARGV[1]: the normalised interaction as JSON (see daemon/api_interactions.c).
+-- Returns {interaction_id, case_id, customer_id, duplicate(0/1), conflicts_json}.
+local ix = cjson.decode(ARGV[1])
+local now = now_ms()
+
+local idem = B .. 'idem:' .. ix.channel .. ':' .. ix.external_id
+local prev = redis.call('GET', idem)
+if prev then
+  local h = redis.call('HMGET', B .. 'ix:' .. prev, 'case_id', 'customer_id')
+  return {prev, h[1] or '', h[2] or '', 1, '[]'}
+end
+
+local case_id = ix.case_id
+if case_id and case_id ~= '' and redis.call('EXISTS', B .. 'case:' .. case_id) == 0 then
+  return fail('ERR_NOT_FOUND', 'case_id: no case ' .. case_id)
+end
+
+local ix_id = 'I-' .. redis.call('INCR', B .. 'seq:ix')
+
+-- identity: identifiers arrive strongest first (policy, national id, branch id, email, phone)
+local found, found_by, unmapped = {}, {}, {}
+for _, pair in ipairs(ix.ids) do
+  local c = redis.call('GET', B .. 'idx:' .. pair[1] .. ':' .. pair[2])
+  if c then
+    c = resolve_customer(c)
+    if not found_by[c] then
+      found[#found + 1] = c
+      found_by[c] = pair[1] .. ':' .. pair[2]
+    end
+  else
+    unmapped[#unmapped + 1] = pair
+  end
+end
+
+local cust
+if #found == 0 then
+  cust = 'P-' .. redis.call('INCR', B .. 'seq:cust')
+  redis.call('HSET', B .. 'cust:' .. cust, 'id', cust, 'created_at', now, 'segment', 'standard')
+else
+  cust = found[1]
+end
+local ckey = B .. 'cust:' .. cust
+for _, pair in ipairs(unmapped) do
+  redis.call('SET', B .. 'idx:' .. pair[1] .. ':' .. pair[2], cust)
+  redis.call('SADD', ckey .. ':ids', pair[1] .. ':' .. pair[2])
+end
+if ix.name and ix.name ~= '' and not redis.call('HGET', ckey, 'name') then
+  redis.call('HSET', ckey, 'name', ix.name)
+end
+redis.call('HSET', ckey, 'updated_at', now)
+
+local conflicts = {}
+for i = 2, #found do
+  local other = found[i]
+  local c = cjson.encode({at = now, interaction = ix_id, customer = cust, matched = found_by[cust],
+                          other_customer = other, other_matched = found_by[other]})
+  redis.call('RPUSH', ckey .. ':conflicts', c)
+  redis.call('RPUSH', B .. 'cust:' .. other .. ':conflicts', c)
+  conflicts[#conflicts + 1] = other
+end
+
+-- case: explicit reference, else the customer's open case on the same policy, else new
+local policy = ix.policy or ''
+local ckey_case
+if case_id and case_id ~= '' then
+  ckey_case = B .. 'case:' .. case_id
+  if redis.call('HGET', ckey_case, 'status') ~= 'open' then
+    redis.call('HSET', ckey_case, 'status', 'open')
+    history_add(case_id, now, {'type', 'case.reopened', 'by', 'interaction', 'interaction', ix_id})
+    local p = redis.call('HGET', ckey_case, 'policy') or ''
+    local owner = redis.call('HGET', ckey_case, 'customer_id')
+    if owner and not redis.call('HGET', B .. 'cust:' .. owner .. ':open', p) then
+      redis.call('HSET', B .. 'cust:' .. owner .. ':open', p, case_id)
+    end
+  end
+else
+  case_id = redis.call('HGET', ckey .. ':open', policy)
+  if case_id and redis.call('HGET', B .. 'case:' .. case_id, 'status') ~= 'open' then
+    case_id = nil
+  end
+  if not case_id then
+    case_id = 'C-' .. redis.call('INCR', B .. 'seq:case')
+    redis.call('HSET', B .. 'case:' .. case_id, 'id', case_id, 'customer_id', cust,
+               'policy', policy, 'status', 'open', 'created_at', now, 'opened_by', ix.channel)
+    redis.call('HSET', ckey .. ':open', policy, case_id)
+    redis.call('ZADD', ckey .. ':cases', now, case_id)
+    history_add(case_id, now, {'type', 'case.opened', 'interaction', ix_id, 'channel', ix.channel})
+  end
+  ckey_case = B .. 'case:' .. case_id
+end
+redis.call('HSET', ckey_case, 'updated_at', now, 'last_channel', ix.channel)
+redis.call('ZADD', ckey .. ':cases', 'GT', now, case_id)
+
+-- priority: channel base + explicit priority (seconds, computed by the daemon) + segment.
+-- Folded into the waiting score as a head start, so ageing needs no rewrite.
+local segment = redis.call('HGET', ckey, 'segment') or 'standard'
+local boost = (tonumber(ix.boost) or 0) + (tonumber(ix.segment_boosts[segment]) or 0)
+local score = now / 1000 - boost
+
+local ikey = B .. 'ix:' .. ix_id
+redis.call('HSET', ikey, 'id', ix_id, 'channel', ix.channel, 'direction', ix.direction,
+           'external_id', ix.external_id, 'customer_id', cust, 'case_id', case_id,
+           'queue', ix.queue, 'state', 'queued', 'created_at', now, 'segment', segment,
+           'wait_score', score)
+local optional = {'from', 'to', 'subject', 'body', 'skills', 'metadata', 'name'}
+for _, f in ipairs(optional) do
+  if ix[f] and ix[f] ~= '' then redis.call('HSET', ikey, f, ix[f]) end
+end
+if ix.priority and ix.priority > 0 then redis.call('HSET', ikey, 'priority', ix.priority) end
+redis.call('SET', idem, ix_id)
+
+local summary = ix.subject or ''
+if summary == '' and ix.body then summary = string.sub(ix.body, 1, 280) end
+history_add(case_id, now, {'type', 'interaction.received', 'interaction', ix_id,
+            'channel', ix.channel, 'direction', ix.direction, 'from', ix.from or '',
+            'summary', summary})
+
+redis.call('ZADD', B .. 'q:' .. ix.queue .. ':wait:' .. ix.channel, score, ix_id)
+event_add(now, {'type', 'interaction.queued', 'interaction', ix_id, 'case', case_id,
+                'customer', cust, 'channel', ix.channel, 'queue', ix.queue})
+
+local cj = '[]'
+if #conflicts > 0 then cj = cjson.encode(conflicts) end
+return {ix_id, case_id, cust, 0, cj}

@@ -1,0 +1,51 @@
+/* store.h - everything omnicc keeps lives in Redis; this is the only module that talks to it.
+ * hiredis async on the event loop, reconnect with backoff and jitter, Lua scripts loaded at
+ * connect and called by EVALSHA (NOSCRIPT reloads and retries), a deadline on every command
+ * so a Redis that stops answering cannot hang a request. */
+#ifndef OMNICC_STORE_H
+#define OMNICC_STORE_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct config;
+
+enum store_script {
+    SCRIPT_INGEST,
+    SCRIPT_GET_INTERACTION,
+    SCRIPT_GET_CASE,
+    SCRIPT_GET_CUSTOMER,
+    SCRIPT_MERGE_CUSTOMERS,
+    SCRIPT_CASE_UPDATE,
+    SCRIPT_IMPORT_CUSTOMERS,
+    SCRIPT__COUNT
+};
+
+/* reply is borrowed (valid only inside the callback); when err is non-NULL the command did
+ * not run or failed: "unavailable", "timeout", or the Redis error text. Fires exactly once. */
+typedef void store_cb(const redisReply *reply, const char *err, void *arg);
+
+int store_init(struct event_base *base, const struct config *cfg, const char *url,
+               char **err);
+void store_close(void);
+bool store_ready(void);
+const char *store_status(void); /* why not ready, for /healthz */
+/* The hash-tagged prefix every key of the routing domain shares: "omnicc:{main}:". */
+const char *store_key_base(void);
+
+/* Run a script: argv are ARGV (KEYS[1] is always the key base). 0, or -1 when Redis is
+ * not ready (cb is not called then). */
+int store_script(enum store_script s, int argc, const char **argv, const size_t *argvlen,
+                 store_cb *cb, void *arg) __attribute__((warn_unused_result));
+int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Counters for /metrics. */
+struct store_stats {
+    unsigned long long round_trips, reconnects, timeouts, errors;
+};
+const struct store_stats *store_get_stats(void);
+
+#endif

@@ -1,0 +1,181 @@
+"""Test harness: real redis-server and real omniccd processes on loopback, free ports,
+temporary directories. Every integration test starts what it needs through this module."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+OMNICCD = os.environ.get('OMNICCD', os.path.join(os.path.dirname(__file__), '..', '..',
+                                                 'build', 'daemon', 'omniccd'))
+TOKEN = 'test-admin-token-0123456789'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, what='condition'):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if pred():
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.02)
+    raise AssertionError('timed out waiting for ' + what)
+
+
+class RedisServer:
+    def __init__(self, tmp, extra=()):
+        self.dir = os.path.join(tmp, 'redis-%d' % free_port())
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ['redis-server', '--port', str(self.port), '--bind', '127.0.0.1', '--dir', self.dir,
+             '--save', '', '--appendonly', 'yes', '--daemonize', 'no'] + self.extra,
+            stdout=open(os.path.join(self.dir, 'redis.log'), 'ab'), stderr=subprocess.STDOUT)
+        wait_for(self.ping, what='redis-server')
+
+    def ping(self):
+        return self.cli('PING') == 'PONG'
+
+    def cli(self, *args):
+        out = subprocess.run(['redis-cli', '-p', str(self.port), '--no-raw'] + [str(a) for a in args],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().strip('"')
+
+    def raw(self, *args):
+        """redis-cli --raw output as a list of lines."""
+        out = subprocess.run(['redis-cli', '-p', str(self.port), '--raw'] + [str(a) for a in args],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()
+
+    @property
+    def url(self):
+        return 'redis://127.0.0.1:%d/0' % self.port
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Omniccd:
+    def __init__(self, tmp, redis_url=None, extra_config='', name='omniccd'):
+        self.dir = os.path.join(tmp, '%s-%d' % (name, free_port()))
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.config_path = os.path.join(self.dir, 'omniccd.conf')
+        self.log_path = os.path.join(self.dir, 'omniccd.log')
+        with open(self.config_path, 'w') as f:
+            f.write('[daemon]\nstate_dir = %s\nlog_level = debug\n' % os.path.join(self.dir, 'state'))
+            f.write('[http]\nlisten = 127.0.0.1:%d\n' % self.port)
+            f.write('[api]\ntoken = %s\n' % TOKEN)
+            if redis_url:
+                f.write('[redis]\nurl = %s\ncommand_timeout = 1000\n' % redis_url)
+            f.write(extra_config)
+        self.proc = None
+        self.start()
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen([OMNICCD, '-c', self.config_path],
+                                     stdout=open(self.log_path, 'ab'), stderr=subprocess.STDOUT)
+        if wait:
+            wait_for(lambda: self.request('GET', '/healthz', auth=False)[0] == 200, 15,
+                     'omniccd healthy')
+
+    def request(self, method, path, body=None, auth=True, headers=None, content_type=None,
+                raw=False, timeout=30):
+        conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
+        h = dict(headers or {})
+        if auth:
+            h.setdefault('Authorization', 'Bearer ' + TOKEN)
+        data = None
+        if body is not None:
+            if isinstance(body, (bytes, str)):
+                data = body.encode() if isinstance(body, str) else body
+            else:
+                data = json.dumps(body).encode()
+                h.setdefault('Content-Type', 'application/json')
+        if content_type:
+            h['Content-Type'] = content_type
+        conn.request(method, path, body=data, headers=h)
+        resp = conn.getresponse()
+        payload = resp.read()
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        conn.close()
+        if raw:
+            return resp.status, payload, hdrs
+        try:
+            return resp.status, json.loads(payload) if payload else None, hdrs
+        except ValueError:
+            return resp.status, payload, hdrs
+
+    def post(self, path, body, **kw):
+        return self.request('POST', path, body, **kw)
+
+    def get(self, path, **kw):
+        return self.request('GET', path, **kw)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            rc = self.proc.wait(20)
+            self.proc = None
+            return rc
+        self.proc = None
+        return None
+
+    def log(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+
+class TestCase(unittest.TestCase):
+    """Starts one redis-server and one omniccd per test class."""
+    extra_config = ''
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-test-')
+        cls.redis = RedisServer(cls.tmp)
+        cls.d = Omniccd(cls.tmp, cls.redis.url, cls.extra_config)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+            if rc not in (0, None):
+                print(cls.d.log())
+                raise AssertionError('omniccd exited with %r' % rc)
+        finally:
+            cls.redis.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    _seq = 0
+
+    def ext(self, prefix='ext'):
+        TestCase._seq += 1
+        return '%s-%d-%d' % (prefix, os.getpid(), TestCase._seq)
+
+    def ingest(self, **fields):
+        fields.setdefault('channel', 'voice')
+        fields.setdefault('external_id', self.ext())
+        status, body, _ = self.d.post('/v1/interactions', fields)
+        self.assertEqual(status, 202, body)
+        return body
