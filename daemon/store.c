@@ -39,18 +39,32 @@ struct pending {
     bool retried;
 };
 
+/* One Redis connection. "main" runs scripts and commands with a deadline each; "reader"
+ * only runs blocking stream reads (XREAD BLOCK) for event fan-out, which would stall
+ * every command queued behind them on a shared connection. */
+struct conn {
+    const char *name;
+    bool load_scripts;
+    enum store_state state;
+    const char *why; /* reason for not READY */
+    redisAsyncContext *ac;
+    struct pending *head, *tail; /* outstanding commands, in send order */
+    struct event *retry_ev;
+    int attempts;
+    const char *drop_reason;
+    int scripts_to_load;
+    int64_t extra_deadline_ms; /* reader: the BLOCK time on top of command_timeout */
+};
+
+static struct conn main_conn = {.name = "redis", .load_scripts = true};
+static struct conn reader_conn = {.name = "redis reader"};
+
 static struct {
     struct event_base *base;
     struct evdns_base *dns;
     const struct config *cfg;
     char *url;
-    enum store_state state;
-    const char *why; /* reason for not READY */
-    redisAsyncContext *ac;
-    struct pending *head, *tail; /* outstanding commands, in send order */
-    struct event *retry_ev, *tick_ev;
-    int attempts;
-    const char *drop_reason;
+    struct event *tick_ev;
     char key_base[128];
     char sha[SCRIPT__COUNT][41];
     /* parsed url */
@@ -59,18 +73,17 @@ static struct {
     int port;
     int db;
     struct store_stats stats;
-    int scripts_to_load;
     bool closing;
 } st;
 
-static void store_connect(void);
+static void conn_connect(struct conn *c);
 
-static void set_state(enum store_state s, const char *why)
+static void set_state(struct conn *c, enum store_state s, const char *why)
 {
-    if (st.state != s)
-        log_debug("redis: state %d -> %d (%s)", st.state, s, why ? why : "");
-    st.state = s;
-    st.why = why;
+    if (c->state != s)
+        log_debug("%s: state %d -> %d (%s)", c->name, c->state, s, why ? why : "");
+    c->state = s;
+    c->why = why;
 }
 
 const char *store_key_base(void)
@@ -80,12 +93,12 @@ const char *store_key_base(void)
 
 bool store_ready(void)
 {
-    return st.state == STORE_READY;
+    return main_conn.state == STORE_READY;
 }
 
 const char *store_status(void)
 {
-    return st.state == STORE_READY ? "ok" : (st.why ? st.why : "connecting");
+    return main_conn.state == STORE_READY ? "ok" : (main_conn.why ? main_conn.why : "connecting");
 }
 
 const struct store_stats *store_get_stats(void)
@@ -93,9 +106,14 @@ const struct store_stats *store_get_stats(void)
     return &st.stats;
 }
 
-static void pending_unlink(struct pending *p)
+static struct conn *conn_of(const redisAsyncContext *ac)
 {
-    struct pending **pp = &st.head, *prev = NULL;
+    return ac->data;
+}
+
+static void pending_unlink(struct conn *c, struct pending *p)
+{
+    struct pending **pp = &c->head, *prev = NULL;
     while (*pp && *pp != p) {
         prev = *pp;
         pp = &(*pp)->next;
@@ -103,8 +121,8 @@ static void pending_unlink(struct pending *p)
     if (!*pp)
         return;
     *pp = p->next;
-    if (st.tail == p)
-        st.tail = prev;
+    if (c->tail == p)
+        c->tail = prev;
 }
 
 static void pending_free(struct pending *p)
@@ -116,23 +134,23 @@ static void pending_free(struct pending *p)
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct pending *p = privdata;
+    struct conn *c = conn_of(ac);
     redisReply *reply = r;
-    (void)ac;
     if (reply && reply->type == REDIS_REPLY_ERROR && p->script >= 0 && !p->retried &&
-        strncmp(reply->str, "NOSCRIPT", 8) == 0 && st.ac && st.state == STORE_READY) {
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && c->ac && c->state == STORE_READY) {
         /* Redis lost its script cache (restart, SCRIPT FLUSH): load and resend, in order. */
         p->retried = true;
         log_warn("redis: NOSCRIPT for %s, reloading", script_names[p->script]);
-        redisAsyncCommand(st.ac, NULL, NULL, "SCRIPT LOAD %s", script_sources[p->script]);
-        if (redisAsyncFormattedCommand(st.ac, on_reply, p, p->cmd, p->cmdlen) == REDIS_OK) {
+        redisAsyncCommand(c->ac, NULL, NULL, "SCRIPT LOAD %s", script_sources[p->script]);
+        if (redisAsyncFormattedCommand(c->ac, on_reply, p, p->cmd, p->cmdlen) == REDIS_OK) {
             st.stats.round_trips += 2;
             return;
         }
     }
-    pending_unlink(p);
+    pending_unlink(c, p);
     if (!reply) {
         st.stats.errors++;
-        p->cb(NULL, st.drop_reason ? st.drop_reason : "unavailable", p->arg);
+        p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         st.stats.errors++;
         p->cb(reply, reply->str, p->arg);
@@ -142,7 +160,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     pending_free(p);
 }
 
-static int send_formatted(char *cmd, size_t len, int script, store_cb *cb, void *arg)
+static int send_formatted(struct conn *c, char *cmd, size_t len, int script, store_cb *cb,
+                          void *arg)
 {
     struct pending *p = xcalloc(1, sizeof(*p));
     p->cb = cb;
@@ -150,45 +169,41 @@ static int send_formatted(char *cmd, size_t len, int script, store_cb *cb, void 
     p->cmd = cmd;
     p->cmdlen = len;
     p->script = script;
-    p->deadline = monotonic_ms() + st.cfg->redis_command_timeout;
-    if (redisAsyncFormattedCommand(st.ac, on_reply, p, cmd, len) != REDIS_OK) {
+    p->deadline = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms;
+    if (redisAsyncFormattedCommand(c->ac, on_reply, p, cmd, len) != REDIS_OK) {
         pending_free(p);
         return -1;
     }
-    if (st.tail)
-        st.tail->next = p;
+    if (c->tail)
+        c->tail->next = p;
     else
-        st.head = p;
-    st.tail = p;
+        c->head = p;
+    c->tail = p;
     st.stats.round_trips++;
     return 0;
 }
 
-static int send_argv(int argc, const char **argv, const size_t *argvlen, int script, store_cb *cb,
-                     void *arg)
+static int send_argv(struct conn *c, int argc, const char **argv, const size_t *argvlen,
+                     int script, store_cb *cb, void *arg)
 {
     char *cmd = NULL;
     long long len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len < 0)
         return -1;
-    if (send_formatted(cmd, (size_t)len, script, cb, arg) < 0) {
-        /* formatted by hiredis with malloc: ours to free */
-        return -1;
-    }
-    return 0;
+    return send_formatted(c, cmd, (size_t)len, script, cb, arg); /* frees cmd on failure */
 }
 
 int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *cb, void *arg)
 {
-    if (st.state != STORE_READY || !st.ac)
+    if (main_conn.state != STORE_READY || !main_conn.ac)
         return -1;
-    return send_argv(argc, argv, argvlen, -1, cb, arg);
+    return send_argv(&main_conn, argc, argv, argvlen, -1, cb, arg);
 }
 
 int store_script(enum store_script s, int argc, const char **argv, const size_t *argvlen,
                  store_cb *cb, void *arg)
 {
-    if (st.state != STORE_READY || !st.ac)
+    if (main_conn.state != STORE_READY || !main_conn.ac)
         return -1;
     enum { MAX_ARGS = 64 };
     const char *av[MAX_ARGS + 4];
@@ -205,110 +220,154 @@ int store_script(enum store_script s, int argc, const char **argv, const size_t 
         av[4 + i] = argv[i];
         al[4 + i] = argvlen ? argvlen[i] : strlen(argv[i]);
     }
-    return send_argv(argc + 4, av, al, (int)s, cb, arg);
+    return send_argv(&main_conn, argc + 4, av, al, (int)s, cb, arg);
+}
+
+bool store_reader_ready(void)
+{
+    return reader_conn.state == STORE_READY;
+}
+
+int store_stream_read(const char *stream_suffix, const char *last_id, int block_ms, int count,
+                      store_cb *cb, void *arg)
+{
+    if (reader_conn.state != STORE_READY || !reader_conn.ac)
+        return -1;
+    char key[256], blk[16], cnt[16];
+    snprintf(key, sizeof(key), "%s%s", st.key_base, stream_suffix);
+    snprintf(blk, sizeof(blk), "%d", block_ms);
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    const char *av[] = {"XREAD", "COUNT", cnt, "BLOCK", blk, "STREAMS", key, last_id};
+    reader_conn.extra_deadline_ms = block_ms;
+    return send_argv(&reader_conn, 8, av, NULL, -1, cb, arg);
 }
 
 /* ---- connection life cycle ---- */
 
-static void schedule_reconnect(void)
+static void schedule_reconnect(struct conn *c)
 {
     if (st.closing)
         return;
-    int64_t delay = 100LL << (st.attempts < 6 ? st.attempts : 6); /* 100 ms .. 6.4 s */
+    int64_t delay = 100LL << (c->attempts < 6 ? c->attempts : 6); /* 100 ms .. 6.4 s */
     if (delay > 5000)
         delay = 5000;
     delay = delay / 2 + (random() % (delay / 2 + 1)); /* jitter: many daemons, one Redis */
-    st.attempts++;
+    c->attempts++;
     struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
-    evtimer_add(st.retry_ev, &tv);
+    evtimer_add(c->retry_ev, &tv);
+}
+
+static void conn_drop(struct conn *c, const char *reason)
+{
+    if (!c->ac)
+        return;
+    c->drop_reason = reason;
+    redisAsyncContext *ac = c->ac;
+    redisAsyncFree(ac); /* fires every pending callback with NULL, then on_disconnect */
+    if (c->ac == ac) {
+        /* on_disconnect only runs for contexts that finished connecting */
+        c->ac = NULL;
+        c->head = c->tail = NULL;
+        c->drop_reason = NULL;
+        set_state(c, STORE_DISCONNECTED, "redis unreachable");
+        st.stats.reconnects++;
+        schedule_reconnect(c);
+    }
 }
 
 static void on_prepared(const redisReply *reply, const char *err, void *arg)
 {
     intptr_t which = (intptr_t)arg;
+    struct conn *c = which == -2 ? &reader_conn : &main_conn;
     if (err) {
-        log_error("redis: preparing connection failed (%s): %s",
+        log_error("%s: preparing connection failed (%s): %s", c->name,
                   which < 0 ? "auth/select" : script_names[which], err);
-        set_state(STORE_PREPARING, "redis setup failed");
-        if (st.ac) {
-            st.drop_reason = "unavailable";
-            redisAsyncDisconnect(st.ac);
-        }
+        set_state(c, STORE_PREPARING, "redis setup failed");
+        if (c->ac)
+            redisAsyncDisconnect(c->ac); /* safe inside a callback; reconnects with backoff */
         return;
     }
-    if (which >= 0) {
-        if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, st.sha[which]) != 0) {
-            log_error("redis: script %s loaded with an unexpected sha", script_names[which]);
-        }
-        if (--st.scripts_to_load == 0) {
-            st.attempts = 0;
-            set_state(STORE_READY, NULL);
-            log_info("redis: ready (%s)", st.url);
-        }
+    if (which >= 0 && (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, st.sha[which]) != 0))
+        log_error("redis: script %s loaded with an unexpected sha", script_names[which]);
+    if (--c->scripts_to_load == 0) {
+        c->attempts = 0;
+        set_state(c, STORE_READY, NULL);
+        log_info("%s: ready (%s)", c->name, st.url);
     }
 }
 
-static void prepare_connection(void)
+static void prepare_connection(struct conn *c)
 {
-    set_state(STORE_PREPARING, "loading scripts");
+    intptr_t tag = c == &reader_conn ? -2 : -1;
+    set_state(c, STORE_PREPARING, "loading scripts");
+    c->scripts_to_load = 1; /* the final PING below */
     if (st.cfg->redis_password) {
-        const char *av[3] = {"AUTH", NULL, NULL};
+        const char *av[3];
         int ac = 0;
         av[ac++] = "AUTH";
         if (st.cfg->redis_user)
             av[ac++] = st.cfg->redis_user;
         av[ac++] = st.cfg->redis_password;
-        send_argv(ac, av, NULL, -1, on_prepared, (void *)(intptr_t)-1);
+        c->scripts_to_load++;
+        send_argv(c, ac, av, NULL, -1, on_prepared, (void *)tag);
     }
     if (st.db > 0) {
         char db[16];
         snprintf(db, sizeof(db), "%d", st.db);
         const char *av[2] = {"SELECT", db};
-        send_argv(2, av, NULL, -1, on_prepared, (void *)(intptr_t)-1);
+        c->scripts_to_load++;
+        send_argv(c, 2, av, NULL, -1, on_prepared, (void *)tag);
     }
-    st.scripts_to_load = SCRIPT__COUNT;
-    for (int i = 0; i < SCRIPT__COUNT; i++) {
-        const char *av[3] = {"SCRIPT", "LOAD", script_sources[i]};
-        send_argv(3, av, NULL, -1, on_prepared, (void *)(intptr_t)i);
+    if (c->load_scripts) {
+        for (int i = 0; i < SCRIPT__COUNT; i++) {
+            const char *av[3] = {"SCRIPT", "LOAD", script_sources[i]};
+            c->scripts_to_load++;
+            send_argv(c, 3, av, NULL, -1, on_prepared, (void *)(intptr_t)i);
+        }
     }
+    const char *ping[1] = {"PING"};
+    send_argv(c, 1, ping, NULL, -1, on_prepared, (void *)tag);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
+    struct conn *c = conn_of(ac);
     if (status != REDIS_OK) {
-        log_warn("redis: connect to %s failed: %s", st.url, ac->errstr);
-        st.ac = NULL; /* hiredis frees the context after this callback */
-        set_state(STORE_DISCONNECTED, "redis unreachable");
-        schedule_reconnect();
+        log_warn("%s: connect to %s failed: %s", c->name, st.url, ac->errstr);
+        c->ac = NULL; /* hiredis frees the context after this callback */
+        set_state(c, STORE_DISCONNECTED, "redis unreachable");
+        schedule_reconnect(c);
         return;
     }
-    log_debug("redis: connected to %s", st.url);
-    prepare_connection();
+    log_debug("%s: connected to %s", c->name, st.url);
+    prepare_connection(c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
+    struct conn *c = conn_of(ac);
     if (status != REDIS_OK)
-        log_warn("redis: connection lost: %s", ac->errstr);
-    st.ac = NULL;
-    st.head = st.tail = NULL; /* every pending callback has fired with NULL */
-    st.drop_reason = NULL;
-    set_state(STORE_DISCONNECTED, "redis unreachable");
+        log_warn("%s: connection lost: %s", c->name, ac->errstr);
+    c->ac = NULL;
+    c->head = c->tail = NULL; /* every pending callback has fired with NULL */
+    c->drop_reason = NULL;
+    set_state(c, STORE_DISCONNECTED, "redis unreachable");
     st.stats.reconnects++;
-    schedule_reconnect();
+    schedule_reconnect(c);
 }
 
-static void attach(redisAsyncContext *ac)
+static void attach(struct conn *c, redisAsyncContext *ac)
 {
     if (!ac || ac->err) {
-        log_warn("redis: cannot connect to %s: %s", st.url, ac ? ac->errstr : "out of memory");
+        log_warn("%s: cannot connect to %s: %s", c->name, st.url, ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        set_state(STORE_DISCONNECTED, "redis unreachable");
-        schedule_reconnect();
+        set_state(c, STORE_DISCONNECTED, "redis unreachable");
+        schedule_reconnect(c);
         return;
     }
-    st.ac = ac;
+    c->ac = ac;
+    ac->data = c;
     redisLibeventAttach(ac, st.base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -316,11 +375,11 @@ static void attach(redisAsyncContext *ac)
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
-    (void)arg;
+    struct conn *c = arg;
     if (result != 0 || !res) {
-        log_warn("redis: cannot resolve %s: %s", st.host, evutil_gai_strerror(result));
-        set_state(STORE_DISCONNECTED, "redis host unresolved");
-        schedule_reconnect();
+        log_warn("%s: cannot resolve %s: %s", c->name, st.host, evutil_gai_strerror(result));
+        set_state(c, STORE_DISCONNECTED, "redis host unresolved");
+        schedule_reconnect(c);
         return;
     }
     char ip[INET6_ADDRSTRLEN] = "";
@@ -329,50 +388,43 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     else
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, sizeof(ip));
     evutil_freeaddrinfo(res);
-    attach(redisAsyncConnect(ip, st.port));
+    attach(c, redisAsyncConnect(ip, st.port));
 }
 
-static void store_connect(void)
+static void conn_connect(struct conn *c)
 {
     if (st.closing)
         return;
-    set_state(STORE_CONNECTING, "connecting to redis");
+    set_state(c, STORE_CONNECTING, "connecting to redis");
     if (st.is_unix) {
-        attach(redisAsyncConnectUnix(st.host));
+        attach(c, redisAsyncConnectUnix(st.host));
         return;
     }
     struct in6_addr a6;
     struct in_addr a4;
     if (inet_pton(AF_INET, st.host, &a4) == 1 || inet_pton(AF_INET6, st.host, &a6) == 1) {
-        attach(redisAsyncConnect(st.host, st.port));
+        attach(c, redisAsyncConnect(st.host, st.port));
         return;
     }
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    evdns_getaddrinfo(st.dns, st.host, NULL, &hints, on_resolved, NULL);
+    evdns_getaddrinfo(st.dns, st.host, NULL, &hints, on_resolved, c);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
-    store_connect();
+    conn_connect(arg);
 }
 
 /* The deadline check: replies come back in send order, so the head is the oldest. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
-    if (st.ac && st.head && monotonic_ms() > st.head->deadline) {
-        log_warn("redis: no reply within %d ms, reconnecting", st.cfg->redis_command_timeout);
-        st.stats.timeouts++;
-        st.drop_reason = "timeout";
-        redisAsyncContext *ac = st.ac;
-        redisAsyncFree(ac); /* fires every pending callback with NULL, then on_disconnect */
-        if (st.ac == ac) {
-            /* on_disconnect only runs for connected contexts */
-            st.ac = NULL;
-            st.head = st.tail = NULL;
-            st.drop_reason = NULL;
-            set_state(STORE_DISCONNECTED, "redis timed out");
-            st.stats.reconnects++;
-            schedule_reconnect();
+    struct conn *conns[] = {&main_conn, &reader_conn};
+    for (size_t i = 0; i < ARRAY_SIZE(conns); i++) {
+        struct conn *c = conns[i];
+        if (c->ac && c->head && monotonic_ms() > c->head->deadline) {
+            log_warn("%s: no reply in time, reconnecting", c->name);
+            st.stats.timeouts++;
+            conn_drop(c, "timeout");
         }
     }
 }
@@ -425,9 +477,9 @@ static int parse_url(const char *url, char **err)
 
 int store_init(struct event_base *base, const struct config *cfg, const char *url, char **err)
 {
-    memset(&st, 0, sizeof(st));
     st.base = base;
     st.cfg = cfg;
+    st.closing = false;
     st.url = xstrdup(url);
     if (parse_url(url, err) < 0)
         return -1;
@@ -439,30 +491,39 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
             snprintf(st.sha[i] + 2 * k, 3, "%02x", md[k]);
     }
     st.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    st.retry_ev = evtimer_new(base, on_retry, NULL);
+    struct conn *conns[] = {&main_conn, &reader_conn};
+    for (size_t i = 0; i < ARRAY_SIZE(conns); i++) {
+        conns[i]->retry_ev = evtimer_new(base, on_retry, conns[i]);
+        conn_connect(conns[i]);
+    }
     st.tick_ev = event_new(base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tick = {0, 100 * 1000};
     evtimer_add(st.tick_ev, &tick);
-    store_connect();
     return 0;
 }
 
 void store_close(void)
 {
     st.closing = true;
-    if (st.ac) {
-        redisAsyncContext *ac = st.ac;
-        st.drop_reason = "shutting down";
-        redisAsyncFree(ac);
-        st.ac = NULL;
+    struct conn *conns[] = {&main_conn, &reader_conn};
+    for (size_t i = 0; i < ARRAY_SIZE(conns); i++) {
+        struct conn *c = conns[i];
+        if (c->ac) {
+            c->drop_reason = "shutting down";
+            redisAsyncContext *ac = c->ac;
+            redisAsyncFree(ac);
+            c->ac = NULL;
+        }
+        if (c->retry_ev)
+            event_free(c->retry_ev);
+        c->retry_ev = NULL;
+        c->state = STORE_DISCONNECTED;
     }
-    if (st.retry_ev)
-        event_free(st.retry_ev);
     if (st.tick_ev)
         event_free(st.tick_ev);
     if (st.dns)
         evdns_base_free(st.dns, 0);
-    st.retry_ev = st.tick_ev = NULL;
+    st.tick_ev = NULL;
     st.dns = NULL;
     xfree(st.url);
 }

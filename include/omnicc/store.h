@@ -42,6 +42,12 @@ int store_script(enum store_script s, int argc, const char **argv, const size_t 
 int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
+/* Event fan-out: XREAD BLOCK on a second connection, so blocking never delays commands.
+ * stream_suffix is appended to the key base ("events"). */
+bool store_reader_ready(void);
+int store_stream_read(const char *stream_suffix, const char *last_id, int block_ms, int count,
+                      store_cb *cb, void *arg) __attribute__((warn_unused_result));
+
 /* Counters for /metrics. */
 struct store_stats {
     unsigned long long round_trips, reconnects, timeouts, errors;
