@@ -9,6 +9,7 @@
 #include "omnicc/interaction.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
+#include "omnicc/router.h"
 #include "omnicc/segments.h"
 #include "omnicc/store.h"
 #include "omnicc/util.h"
@@ -17,7 +18,8 @@
 static const enum ident_kind ident_order[] = {IDENT_POLICY, IDENT_NATIONAL, IDENT_BRANCH,
                                               IDENT_EMAIL, IDENT_PHONE};
 
-static json_t *ingest_document(const struct config *cfg, const struct interaction *ix)
+static json_t *ingest_document(const struct config *cfg, const struct interaction *ix,
+                               const char *queue)
 {
     json_t *doc = json_object();
     json_t *ids = json_array();
@@ -30,7 +32,7 @@ static json_t *ingest_document(const struct config *cfg, const struct interactio
     json_object_set_new(doc, "channel", json_string(channel_name(ix->channel)));
     json_object_set_new(doc, "external_id", json_string(ix->external_id));
     json_object_set_new(doc, "direction", json_string(ix->direction));
-    json_object_set_new(doc, "queue", json_string(ix->queue ? ix->queue : cfg->default_queue));
+    json_object_set_new(doc, "queue", json_string(queue));
     struct {
         const char *key, *val;
     } opt[] = {{"from", ix->from},       {"to", ix->to},         {"subject", ix->subject},
@@ -57,7 +59,7 @@ static void ingest_done(const redisReply *reply, const char *err, void *arg)
         api_reply_script_error(r, err);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5) {
         http_reply_error(r, 500, "internal", "unexpected storage reply");
         return;
     }
@@ -66,6 +68,8 @@ static void ingest_done(const redisReply *reply, const char *err, void *arg)
     json_t *out = json_pack("{s:s,s:s,s:s,s:b,s:o}", "id", reply->element[0]->str, "case_id",
                             reply->element[1]->str, "customer_id", reply->element[2]->str,
                             "duplicate", dup, "conflicts", conflicts ? conflicts : json_array());
+    if (reply->elements > 5 && reply->element[5]->len)
+        json_object_set_new(out, "reservation", json_string(reply->element[5]->str));
     if (!dup)
         metrics_ingest_latency(monotonic_ms() - r->started_ms);
     log_debug("ingest: %s case %s customer %s%s", reply->element[0]->str, reply->element[1]->str,
@@ -77,7 +81,14 @@ static void ingest_done(const redisReply *reply, const char *err, void *arg)
  * it. Takes nothing from ix (the caller frees it). */
 void api_ingest(struct http_req *r, const struct interaction *ix)
 {
-    json_t *doc = ingest_document(api_config(), ix);
+    const char *queue = router_pick_queue(api_config(), ix);
+    if (!queue) {
+        http_reply_error(r, 400, "invalid_field", "queue: no queue%s%s serves the %s channel",
+                         ix->queue ? " named " : "", ix->queue ? ix->queue : "",
+                         channel_name(ix->channel));
+        return;
+    }
+    json_t *doc = ingest_document(api_config(), ix, queue);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     const char *argv[1] = {text};
@@ -152,7 +163,107 @@ static void get_interaction(struct http_req *r)
         http_reply_unavailable(r, store_status());
 }
 
+/* ---- after the offer: wrap-up, complete, transfer, abandon, cancel ---- */
+
+static void work_done(const redisReply *reply, const char *err, void *arg)
+{
+    struct http_req *r = arg;
+    if (err) {
+        api_reply_script_error(r, err);
+        return;
+    }
+    json_t *out = json_pack("{s:s}", "id", reply->element[0]->str);
+    const char *second = reply->element[1]->str;
+    if (strncmp(second, "R-", 2) == 0)
+        json_object_set_new(out, "reservation", json_string(second));
+    else if (*second)
+        json_object_set_new(out, "state", json_string(second));
+    http_reply_json(r, 200, out);
+}
+
+/* Validate the body against the fields op accepts, then run the work script. */
+static void work(struct http_req *r, const char *op, const char *const *fields)
+{
+    if (!id_is_valid(r->params[0], 'I')) {
+        http_reply_error(r, 404, "not_found", "no interaction with that id");
+        return;
+    }
+    json_t *args = r->body_len ? http_body_json_object(r) : json_object();
+    if (!args)
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(args, k, v)
+    {
+        bool ok = false;
+        for (const char *const *f = fields; *f; f++)
+            ok = ok || strcmp(*f, k) == 0;
+        const char *why = NULL;
+        if (!ok)
+            why = "unknown field";
+        else if (!json_is_string(v) || json_string_length(v) > 8000 ||
+                 !text_is_clean_utf8(json_string_value(v), json_string_length(v)))
+            why = "must be text of at most 8000 bytes";
+        else if (strcmp(k, "note") != 0 && !name_is_valid(json_string_value(v), 64))
+            why = "letters, digits, _ - . : only";
+        if (why) {
+            http_reply_error(r, 400, "invalid_field", "%.40s: %s", k, why);
+            json_decref(args);
+            return;
+        }
+    }
+    if (strcmp(op, "transfer") == 0) {
+        bool q = json_object_get(args, "queue"), a = json_object_get(args, "agent");
+        if (q == a) {
+            http_reply_error(r, 400, "invalid_field", "queue or agent: give exactly one");
+            json_decref(args);
+            return;
+        }
+    }
+    char *text = json_dumps(args, JSON_COMPACT);
+    json_decref(args);
+    const char *argv[4] = {r->params[0], op, r->auth_sha, text};
+    if (store_script(SCRIPT_WORK, 4, argv, NULL, work_done, r) < 0)
+        http_reply_unavailable(r, store_status());
+    free(text);
+}
+
+static void wrapup_interaction(struct http_req *r)
+{
+    static const char *const f[] = {"disposition", "note", NULL};
+    work(r, "wrapup", f);
+}
+
+static void complete_interaction(struct http_req *r)
+{
+    static const char *const f[] = {"note", NULL};
+    work(r, "complete", f);
+}
+
+static void transfer_interaction(struct http_req *r)
+{
+    static const char *const f[] = {"queue", "agent", "note", NULL};
+    work(r, "transfer", f);
+}
+
+static void abandon_interaction(struct http_req *r)
+{
+    static const char *const f[] = {"reason", NULL};
+    work(r, "abandon", f);
+}
+
+static void cancel_interaction(struct http_req *r)
+{
+    static const char *const f[] = {"reason", NULL};
+    work(r, "cancel", f);
+}
+
 const struct http_route api_interactions_routes[] = {
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/wrapup", HTTP_AUTH_AGENT, wrapup_interaction, NULL, NULL, false},
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/complete", HTTP_AUTH_AGENT, complete_interaction, NULL, NULL, false},
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/transfer", HTTP_AUTH_AGENT, transfer_interaction, NULL, NULL, false},
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/abandon", HTTP_AUTH_ADMIN, abandon_interaction, NULL, NULL, false},
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/cancel", HTTP_AUTH_ADMIN, cancel_interaction, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/interactions", HTTP_AUTH_ADMIN, post_interaction, "application/json", NULL, false},
     {EVHTTP_REQ_GET, "/v1/interactions/{id}", HTTP_AUTH_ADMIN, get_interaction, NULL, NULL, false},
     {0, NULL, 0, NULL, NULL, NULL, false},

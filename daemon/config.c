@@ -92,6 +92,22 @@ static const struct cfg_key cfg_keys[] = {
      "Channel base priority for email."},
     {"routing", "boost_fax", CFG_INT, C(boost_fax), 0, 86400, "0", NULL,
      "Channel base priority for fax."},
+    {"routing", "offer_timeout_voice", CFG_INT, C(offer_timeout_voice), 3, 3600, "15", NULL,
+     "Seconds an agent has to accept a voice offer before it moves on (a no-answer)."},
+    {"routing", "offer_timeout_webchat", CFG_INT, C(offer_timeout_webchat), 3, 3600, "30", NULL,
+     "Seconds to accept a web chat offer."},
+    {"routing", "offer_timeout_branch", CFG_INT, C(offer_timeout_branch), 3, 3600, "60", NULL,
+     "Seconds to accept branch work."},
+    {"routing", "offer_timeout_email", CFG_INT, C(offer_timeout_email), 3, 86400, "120", NULL,
+     "Seconds to accept an email offer."},
+    {"routing", "offer_timeout_fax", CFG_INT, C(offer_timeout_fax), 3, 86400, "120", NULL,
+     "Seconds to accept a fax offer."},
+    {"routing", "reject_block", CFG_INT, C(reject_block), 0, 86400, "300", NULL,
+     "Seconds during which an agent who rejected (or missed) an offer is not offered it again."},
+    {"routing", "max_no_answer", CFG_INT, C(max_no_answer), 1, 100, "3", NULL,
+     "Consecutive offer timeouts after which an agent is set away (reason no-answer)."},
+    {"routing", "stats_window", CFG_INT, C(stats_window), 1, 120, "15", NULL,
+     "Minutes of the sliding window for queue statistics."},
     {"queue", "channels", CFG_STR, Q(channels), 1, 256, "voice email fax branch webchat", NULL,
      "Channels this queue serves."},
     {"queue", "skills", CFG_STR, Q(skills), 0, 1024, "", NULL,
@@ -508,6 +524,26 @@ struct config *config_load(const char *path, char **err)
 
     if (cfg->n_listen == 0)
         cfg->listen[cfg->n_listen++] = xstrdup("127.0.0.1:8080");
+    if (!config_queue(cfg, cfg->default_queue)) {
+        /* The default queue always exists: every channel, no skills required. */
+        struct queue_conf *q = xcalloc(1, sizeof(*q));
+        q->name = xstrdup(cfg->default_queue);
+        apply_defaults("queue", q);
+        cfg->queues[cfg->n_queues++] = q;
+    }
+    for (int i = 0; i < cfg->n_queues; i++) {
+        const struct queue_conf *q = cfg->queues[i];
+        if (q->overflow_queue && !config_queue(cfg, q->overflow_queue)) {
+            *err = xasprintf("%s:%d: overflow_queue: no queue named \"%s\"", path, q->line,
+                             q->overflow_queue);
+            goto fail;
+        }
+        if (q->overflow_queue && q->overflow_skills) {
+            *err = xasprintf("%s:%d: overflow_skills: set overflow_skills or overflow_queue, "
+                             "not both", path, q->line);
+            goto fail;
+        }
+    }
     for (int i = 0; i < cfg->n_queues; i++)
         if (check_queue(path, cfg, cfg->queues[i], err) < 0)
             goto fail;

@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ static const struct http_route *const route_tables[] = {
     api_interactions_routes,
     api_customers_routes,
     api_cases_routes,
+    api_agents_routes,
+    api_queues_routes,
 };
 
 static struct {
@@ -248,16 +251,56 @@ const char *http_query(struct http_req *r, const char *key)
     return evhttp_find_header(&r->query, key);
 }
 
-static bool auth_ok(struct evhttp_request *req)
+static const char *bearer(struct evhttp_request *req)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    const char *tok = srv.cfg->api_token_value;
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !tok)
-        return false;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
     h += 7;
     while (*h == ' ')
         h++;
-    return secure_equals(h, strlen(h), tok, strlen(tok));
+    return *h ? h : NULL;
+}
+
+/* Admin token: compared here. Agent token: only its hash travels on, to the script that
+ * checks it belongs to the agent the request acts for (one round trip either way). */
+static bool authenticate(struct http_req *r, enum http_auth need)
+{
+    const char *tok = bearer(r->req);
+    const char *admin = srv.cfg->api_token_value;
+    if (!tok)
+        return need == HTTP_AUTH_NONE;
+    if (admin && secure_equals(tok, strlen(tok), admin, strlen(admin))) {
+        r->is_admin = true;
+        return true;
+    }
+    if (need != HTTP_AUTH_AGENT || strlen(tok) > 256)
+        return need == HTTP_AUTH_NONE;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)tok, strlen(tok), md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(r->auth_sha + 2 * i, 3, "%02x", md[i]);
+    return true;
+}
+
+struct evhttp_request *http_begin_stream(struct http_req *r, const char *content_type,
+                                         void (*on_close)(struct evhttp_connection *, void *),
+                                         void *arg)
+{
+    struct evhttp_request *req = r->req;
+    if (!req) {
+        finish(r, 499);
+        return NULL;
+    }
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", content_type);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(req, 200, "OK");
+    struct evhttp_connection *evcon = r->evcon;
+    finish(r, 200);
+    evhttp_connection_set_closecb(evcon, on_close, arg);
+    return req;
 }
 
 static bool content_type_ok(struct evhttp_request *req, const char *want)
@@ -325,7 +368,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     r->route = match;
-    if (match->auth == HTTP_AUTH_ADMIN && !auth_ok(req)) {
+    if (match->auth != HTTP_AUTH_NONE && !authenticate(r, match->auth)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"omnicc\"");
         http_reply_error(r, 401, "unauthorized", "missing or wrong bearer token");

@@ -16,11 +16,13 @@
 #include "omnicc/api.h"
 #include "omnicc/config.h"
 #include "omnicc/embedded_redis.h"
+#include "omnicc/events.h"
 #include "omnicc/http.h"
 #include "omnicc/identity.h"
 #include "omnicc/import.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
+#include "omnicc/router.h"
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
@@ -117,8 +119,10 @@ static int run_daemon(void)
     } else {
         url = xstrdup(d.cfg->redis_url);
     }
+    router_start(d.base, d.cfg); /* before the store connects: it syncs queue config */
     if (store_init(d.base, d.cfg, url, &err) < 0)
         goto fail;
+    events_start(d.base);
     api_set_config(d.cfg);
     if (http_start(d.base, d.cfg, &err) < 0)
         goto fail;
@@ -137,6 +141,8 @@ static int run_daemon(void)
     log_info("shutdown: closing");
     http_free();
     store_close();
+    events_stop();
+    router_stop();
     if (d.embedded)
         embedded_redis_stop();
     free(url);
@@ -154,6 +160,8 @@ fail:
     free(url);
     http_free();
     store_close();
+    events_stop();
+    router_stop();
     if (d.embedded)
         embedded_redis_stop();
     return 1;

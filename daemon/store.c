@@ -74,7 +74,15 @@ static struct {
     int db;
     struct store_stats stats;
     bool closing;
-} st;
+    int prepare_script;
+    char *(*prepare_argfn)(void);
+} st = {.prepare_script = -1};
+
+void store_set_prepare_script(enum store_script s, char *(*argfn)(void))
+{
+    st.prepare_script = (int)s;
+    st.prepare_argfn = argfn;
+}
 
 static void conn_connect(struct conn *c);
 
@@ -323,6 +331,13 @@ static void prepare_connection(struct conn *c)
             const char *av[3] = {"SCRIPT", "LOAD", script_sources[i]};
             c->scripts_to_load++;
             send_argv(c, 3, av, NULL, -1, on_prepared, (void *)(intptr_t)i);
+        }
+        if (st.prepare_script >= 0) {
+            char *arg = st.prepare_argfn();
+            const char *av[5] = {"EVALSHA", st.sha[st.prepare_script], "1", st.key_base, arg};
+            c->scripts_to_load++;
+            send_argv(c, 5, av, NULL, -1, on_prepared, (void *)tag);
+            free(arg);
         }
     }
     const char *ping[1] = {"PING"};

@@ -103,8 +103,8 @@ local score = now / 1000 - boost
 local ikey = B .. 'ix:' .. ix_id
 redis.call('HSET', ikey, 'id', ix_id, 'channel', ix.channel, 'direction', ix.direction,
            'external_id', ix.external_id, 'customer_id', cust, 'case_id', case_id,
-           'queue', ix.queue, 'state', 'queued', 'created_at', now, 'segment', segment,
-           'wait_score', score)
+           'queue', ix.queue, 'home_queue', ix.queue, 'state', 'queued', 'created_at', now,
+           'segment', segment, 'wait_score', score)
 local optional = {'from', 'to', 'subject', 'body', 'skills', 'metadata', 'name'}
 for _, f in ipairs(optional) do
   if ix[f] and ix[f] ~= '' then redis.call('HSET', ikey, f, ix[f]) end
@@ -118,10 +118,13 @@ history_add(case_id, now, {'type', 'interaction.received', 'interaction', ix_id,
             'channel', ix.channel, 'direction', ix.direction, 'from', ix.from or '',
             'summary', summary})
 
-redis.call('ZADD', B .. 'q:' .. ix.queue .. ':wait:' .. ix.channel, score, ix_id)
-event_add(now, {'type', 'interaction.queued', 'interaction', ix_id, 'case', case_id,
-                'customer', cust, 'channel', ix.channel, 'queue', ix.queue})
+-- enqueue and make the routing decision in the same call: an arrival is offered at once
+-- when an eligible agent is free
+ix_enqueue(ix_id, {queue = ix.queue, channel = ix.channel, wait_score = score, created_at = now}, now)
+emit(now, 'interaction.queued', nil, {interaction = ix_id, case = case_id, customer = cust,
+                                      channel = ix.channel, queue = ix.queue})
+local resv = route_interaction(ix_id, now) or ''
 
 local cj = '[]'
 if #conflicts > 0 then cj = cjson.encode(conflicts) end
-return {ix_id, case_id, cust, 0, cj}
+return {ix_id, case_id, cust, 0, cj, resv}

@@ -40,3 +40,310 @@ end
 local function fail(code, msg)
   return redis.error_reply(code .. ' ' .. msg)
 end
+
+---------------------------------------------------------------------------------------------
+-- Routing (docs/ROUTING.md). Every operation below costs O(log n) in the waiting work and
+-- is bounded by one agent's own queues and channels, never by the floor:
+--   q:<Q>:wait:<ch>   zset  waiting interactions, score = arrival_s - boost_s (ageing free)
+--   q:<Q>:avail:<ch>  zset  agents eligible for Q, available, with capacity left on ch;
+--                           score by Q's strategy (last activity, occupancy, last offer)
+--   q:<Q>:age         zset  waiting interactions by arrival ms (longest wait, counts)
+--   deadlines         zset  due ms -> "resv:R-1" | "ovf:I-1" | "maxw:I-1" | "wrap:I-1" | "excl:I-1"
+local CHANNEL_SCAN = 16   -- candidates looked at past exclusions (rejected offers) per index
+local qconf_cache = {}
+
+local function split(s)
+  local t = {}
+  for w in string.gmatch(s or '', '%S+') do t[#t + 1] = w end
+  return t
+end
+
+local function qconf(q)
+  local c = qconf_cache[q]
+  if c == nil then
+    c = hash_to_table(redis.call('HGETALL', B .. 'queue:' .. q))
+    if c.channels then c.chanlist = split(c.channels) else c = false end
+    qconf_cache[q] = c
+  end
+  return c
+end
+
+local function rconf(field, default)
+  local v = redis.call('HGET', B .. 'routing:conf', field)
+  return tonumber(v) or default
+end
+
+local function agent_get(aid)
+  local flat = redis.call('HGETALL', B .. 'agent:' .. aid)
+  if #flat == 0 then return nil end
+  return hash_to_table(flat)
+end
+
+local function agent_free_for(a, ch)
+  if a.presence ~= 'available' then return false end
+  local cap = tonumber(a['cap:' .. ch]) or 0
+  return (tonumber(a['load:' .. ch]) or 0) < cap and
+         (tonumber(a.load_total) or 0) < (tonumber(a.cap_total) or 0)
+end
+
+local function agent_score(a, strategy)
+  if strategy == 'least-occupied' then
+    local occ = math.floor(100 * (tonumber(a.load_total) or 0) / math.max(1, tonumber(a.cap_total) or 1))
+    return occ * 1e13 + (tonumber(a.last_activity) or 0)
+  elseif strategy == 'round-robin' then
+    return tonumber(a.last_offer) or 0
+  end
+  return tonumber(a.last_activity) or 0
+end
+
+-- derived activity for supervisors: offline | away | available | busy
+local function agent_activity(a)
+  if a.presence ~= 'available' then return a.presence or 'offline' end
+  if (tonumber(a.load_total) or 0) > 0 then return 'busy' end
+  return 'available'
+end
+
+-- Bring every index entry of one agent up to date: cost = its queues x their channels.
+local function agent_reindex(aid, a, old_activity)
+  local act = a and agent_activity(a) or nil
+  for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
+    local qc = qconf(q)
+    if qc then
+      for _, ch in ipairs(qc.chanlist) do
+        local key = B .. 'q:' .. q .. ':avail:' .. ch
+        if a and agent_free_for(a, ch) then
+          redis.call('ZADD', key, agent_score(a, qc.strategy), aid)
+        else
+          redis.call('ZREM', key, aid)
+        end
+      end
+      if old_activity ~= act then
+        if old_activity then redis.call('HINCRBY', B .. 'q:' .. q .. ':agents', old_activity, -1) end
+        if act then redis.call('HINCRBY', B .. 'q:' .. q .. ':agents', act, 1) end
+      end
+    end
+  end
+end
+
+local function minute_bucket(now) return math.floor(now / 60000) end
+
+local function qstat(q, now, field, by)
+  local key = B .. 'q:' .. q .. ':stats:' .. minute_bucket(now)
+  redis.call('HINCRBY', key, field, by or 1)
+  redis.call('EXPIRE', key, 7200)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by or 1)
+end
+
+-- One event for the supervisors' stream and, when it concerns an agent, the same entry id
+-- in that agent's own stream, so Last-Event-ID works on either.
+local function emit(now, etype, aid, data)
+  local id = event_add(now, {'type', etype, 'agent', aid or '', 'data', cjson.encode(data)})
+  if aid and aid ~= '' then
+    redis.call('XADD', B .. 'agent:' .. aid .. ':events', 'MAXLEN', '~', '2000', id,
+               'at', tostring(now), 'type', etype, 'agent', aid, 'data', cjson.encode(data))
+  end
+  return id
+end
+
+local function ix_wait_key(ix) return B .. 'q:' .. ix.queue .. ':wait:' .. ix.channel end
+
+local function ix_enqueue(ix_id, ix, now)
+  redis.call('ZADD', ix_wait_key(ix), tonumber(ix.wait_score), ix_id)
+  redis.call('ZADD', B .. 'q:' .. ix.queue .. ':age', tonumber(ix.created_at), ix_id)
+  local home = qconf(ix.home_queue or ix.queue)
+  if home then
+    local created = tonumber(ix.created_at)
+    if (tonumber(home.overflow_after) or 0) > 0 and not ix.overflowed_from then
+      redis.call('ZADD', B .. 'deadlines', math.max(now + 1, created + home.overflow_after * 1000), 'ovf:' .. ix_id)
+    end
+    if (tonumber(home.max_wait) or 0) > 0 then
+      redis.call('ZADD', B .. 'deadlines', math.max(now + 1, created + home.max_wait * 1000), 'maxw:' .. ix_id)
+    end
+  end
+end
+
+local function ix_dequeue(ix_id, ix)
+  redis.call('ZREM', ix_wait_key(ix), ix_id)
+  redis.call('ZREM', B .. 'q:' .. ix.queue .. ':age', ix_id)
+end
+
+local function excluded(ix_id, aid, now)
+  local until_ms = redis.call('HGET', B .. 'ix:' .. ix_id .. ':excl', aid)
+  return until_ms and tonumber(until_ms) > now
+end
+
+local function screen_pop(ix_id, ix)
+  local cust = hash_to_table(redis.call('HGETALL', B .. 'cust:' .. ix.customer_id))
+  local open = {}
+  for _, cid in ipairs(redis.call('ZREVRANGE', B .. 'cust:' .. ix.customer_id .. ':cases', 0, 9)) do
+    local c = redis.call('HMGET', B .. 'case:' .. cid, 'status', 'policy', 'last_channel')
+    if c[1] == 'open' then open[#open + 1] = {id = cid, policy = c[2], last_channel = c[3]} end
+  end
+  local hist = {}
+  for _, e in ipairs(redis.call('XREVRANGE', B .. 'case:' .. ix.case_id .. ':hist', '+', '-', 'COUNT', 10)) do
+    local ev = hash_to_table(e[2]); ev.id = e[1]
+    hist[#hist + 1] = ev
+  end
+  local view = {id = ix_id, channel = ix.channel, queue = ix.queue, case_id = ix.case_id,
+                customer_id = ix.customer_id, from = ix.from, subject = ix.subject,
+                created_at = tonumber(ix.created_at), external_id = ix.external_id}
+  return {interaction = view,
+          customer = {id = ix.customer_id, name = cust.name, segment = cust.segment or 'standard'},
+          open_cases = open, history = hist}
+end
+
+-- Offer ix to aid: the reservation, the agent's load, indexes, history and the event.
+local function reserve(ix_id, ix, aid, a, now)
+  local resv = 'R-' .. redis.call('INCR', B .. 'seq:resv')
+  local timeout = rconf('offer_timeout:' .. ix.channel, 30)
+  local expires = now + timeout * 1000
+  ix_dequeue(ix_id, ix)
+  redis.call('HSET', B .. 'resv:' .. resv, 'id', resv, 'interaction', ix_id, 'agent', aid,
+             'queue', ix.queue, 'channel', ix.channel, 'created_at', now, 'expires_at', expires)
+  redis.call('HSET', B .. 'ix:' .. ix_id, 'state', 'offered', 'reservation', resv, 'agent', aid)
+  redis.call('ZADD', B .. 'deadlines', expires, 'resv:' .. resv)
+  local old = agent_activity(a)
+  a['load:' .. ix.channel] = (tonumber(a['load:' .. ix.channel]) or 0) + 1
+  a.load_total = (tonumber(a.load_total) or 0) + 1
+  a.last_offer = now
+  a.last_activity = now
+  redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ix.channel, a['load:' .. ix.channel],
+             'load_total', a.load_total, 'last_offer', now, 'last_activity', now)
+  agent_reindex(aid, a, old)
+  history_add(ix.case_id, now, {'type', 'offer.created', 'interaction', ix_id, 'agent', aid,
+                                'reservation', resv, 'channel', ix.channel})
+  qstat(ix.queue, now, 'offered')
+  local pop = screen_pop(ix_id, ix)
+  pop.reservation = {id = resv, expires_at = expires, timeout = timeout}
+  emit(now, 'offer', aid, pop)
+  ix.state = 'offered'
+  return resv
+end
+
+-- A new or returning interaction: the best agent for it, if any is free (sticky first).
+local function route_interaction(ix_id, now)
+  local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. ix_id))
+  if ix.state ~= 'queued' then return nil end
+  local qc = qconf(ix.queue)
+  if not qc then return nil end
+  local avail = B .. 'q:' .. ix.queue .. ':avail:' .. ix.channel
+  local sticky = tonumber(qc.sticky_seconds) or 0
+  if sticky > 0 then
+    local c = redis.call('HMGET', B .. 'case:' .. ix.case_id, 'last_agent', 'last_agent_at')
+    if c[1] and tonumber(c[2] or 0) + sticky * 1000 >= now and redis.call('ZSCORE', avail, c[1])
+       and not excluded(ix_id, c[1], now) then
+      return reserve(ix_id, ix, c[1], agent_get(c[1]), now)
+    end
+  end
+  for _, aid in ipairs(redis.call('ZRANGE', avail, 0, CHANNEL_SCAN - 1)) do
+    if not excluded(ix_id, aid, now) then
+      return reserve(ix_id, ix, aid, agent_get(aid), now)
+    end
+  end
+  return nil
+end
+
+-- An agent with capacity: the best waiting interaction across its queues and channels,
+-- repeated while capacity remains. Cost: its queues x channels x O(log n) per offer.
+local function route_agent(aid, now)
+  local offers = 0
+  for _ = 1, 20 do
+    local a = agent_get(aid)
+    if not a or a.presence ~= 'available' then break end
+    local best_ix, best_score
+    for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
+      local qc = qconf(q)
+      if qc then
+        for _, ch in ipairs(qc.chanlist) do
+          if agent_free_for(a, ch) then
+            local cands = redis.call('ZRANGE', B .. 'q:' .. q .. ':wait:' .. ch, 0, CHANNEL_SCAN - 1, 'WITHSCORES')
+            for i = 1, #cands, 2 do
+              local s = tonumber(cands[i + 1])
+              if best_score and s >= best_score then break end
+              if not excluded(cands[i], aid, now) then
+                best_ix, best_score = cands[i], s
+                break
+              end
+            end
+          end
+        end
+      end
+    end
+    if not best_ix then break end
+    local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. best_ix))
+    reserve(best_ix, ix, aid, a, now)
+    offers = offers + 1
+  end
+  return offers
+end
+
+-- Give back one unit of the agent's capacity on ch (reservation ended or work completed).
+local function agent_release(aid, ch, now)
+  local a = agent_get(aid)
+  if not a then return nil end
+  local old = agent_activity(a)
+  a['load:' .. ch] = math.max(0, (tonumber(a['load:' .. ch]) or 0) - 1)
+  a.load_total = math.max(0, (tonumber(a.load_total) or 0) - 1)
+  a.last_activity = now
+  redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ch, a['load:' .. ch], 'load_total', a.load_total,
+             'last_activity', now)
+  agent_reindex(aid, a, old)
+  return a
+end
+
+local function agent_set_presence(aid, a, presence, reason, now)
+  local old = agent_activity(a)
+  a.presence = presence
+  a.reason = reason or ''
+  redis.call('HSET', B .. 'agent:' .. aid, 'presence', presence, 'reason', a.reason,
+             'presence_at', now, 'last_activity', now)
+  a.last_activity = now
+  if presence == 'available' then redis.call('HSET', B .. 'agent:' .. aid, 'no_answer', 0) end
+  redis.call('XADD', B .. 'agent:' .. aid .. ':activity', 'MAXLEN', '~', '10000', '*',
+             'at', tostring(now), 'presence', presence, 'reason', a.reason)
+  agent_reindex(aid, a, old)
+  emit(now, 'agent.presence', aid, {agent = aid, presence = presence, reason = a.reason})
+end
+
+-- An offer that ended without acceptance: back to waiting (same place), agent released.
+local function reservation_end(resv, now, how)
+  local r = hash_to_table(redis.call('HGETALL', B .. 'resv:' .. resv))
+  if not r.id then return nil end
+  redis.call('DEL', B .. 'resv:' .. resv)
+  redis.call('ZREM', B .. 'deadlines', 'resv:' .. resv)
+  local ix_id, aid = r.interaction, r.agent
+  local ikey = B .. 'ix:' .. ix_id
+  local block = rconf('reject_block', 300)
+  if block > 0 then
+    redis.call('HSET', ikey .. ':excl', aid, now + block * 1000)
+    redis.call('EXPIRE', ikey .. ':excl', block + 60)
+    redis.call('ZADD', B .. 'deadlines', now + block * 1000, 'excl:' .. ix_id)
+  end
+  local ix = hash_to_table(redis.call('HGETALL', ikey))
+  if ix.state == 'offered' and ix.reservation == resv then
+    redis.call('HSET', ikey, 'state', 'queued')
+    redis.call('HDEL', ikey, 'reservation', 'agent')
+    ix.state = 'queued'
+    ix_enqueue(ix_id, ix, now)
+  end
+  history_add(ix.case_id, now, {'type', 'offer.' .. how, 'interaction', ix_id, 'agent', aid,
+                                'reservation', resv})
+  emit(now, 'offer.' .. how, aid, {reservation = resv, interaction = ix_id, agent = aid})
+  local a = agent_release(aid, r.channel, now)
+  if a and how == 'timeout' then
+    local n = redis.call('HINCRBY', B .. 'agent:' .. aid, 'no_answer', 1)
+    if n >= rconf('max_no_answer', 3) and a.presence == 'available' then
+      agent_set_presence(aid, a, 'away', 'no-answer', now)
+    end
+  end
+  if ix.state == 'queued' then route_interaction(ix_id, now) end
+  route_agent(aid, now)
+  return r
+end
+
+-- Auth: '' means the admin token; otherwise the sha256 of an agent token, which must
+-- belong to the agent acted for.
+local function agent_authorised(aid, token_sha)
+  if token_sha == '' then return true end
+  return redis.call('GET', B .. 'token:' .. token_sha) == aid
+end

@@ -10,6 +10,8 @@ extern const struct http_route api_system_routes[];       /* daemon/api_system.c
 extern const struct http_route api_interactions_routes[]; /* daemon/api_interactions.c */
 extern const struct http_route api_customers_routes[];    /* daemon/api_customers.c */
 extern const struct http_route api_cases_routes[];        /* daemon/api_cases.c */
+extern const struct http_route api_agents_routes[];       /* daemon/api_agents.c */
+extern const struct http_route api_queues_routes[];       /* daemon/api_queues.c */
 
 /* The configuration handlers read (swapped on reload). */
 const struct config *api_config(void);

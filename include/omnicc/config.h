@@ -71,6 +71,11 @@ struct config {
     char *default_queue;
     int priority_step;
     int boost_voice, boost_webchat, boost_branch, boost_email, boost_fax;
+    int offer_timeout_voice, offer_timeout_webchat, offer_timeout_branch, offer_timeout_email,
+        offer_timeout_fax;
+    int reject_block;
+    int max_no_answer;
+    int stats_window;
 
     struct queue_conf *queues[CONFIG_MAX_QUEUES];
     int n_queues;

@@ -17,6 +17,8 @@ struct config;
 enum http_auth {
     HTTP_AUTH_NONE,  /* /healthz, /metrics, provider webhooks (own signatures) */
     HTTP_AUTH_ADMIN, /* bearer token from [api] */
+    HTTP_AUTH_AGENT, /* the admin token, or an agent's own token (checked by the script
+                        against the agent acted for: r->auth_sha) */
 };
 
 #define HTTP_MAX_PARAMS 4
@@ -30,6 +32,8 @@ struct http_req {
     char *body;                        /* NUL-terminated copy of the request body */
     size_t body_len;
     int64_t started_ms;
+    bool is_admin;
+    char auth_sha[65];                 /* sha256 hex of an agent bearer token; "" for admin */
     void *data;                        /* the handler's own state */
 };
 
@@ -63,5 +67,11 @@ void http_reply_unavailable(struct http_req *r, const char *why);
 /* Parse the body as a JSON object; on failure replies 400 and returns NULL. */
 json_t *http_body_json_object(struct http_req *r);
 const char *http_query(struct http_req *r, const char *key);
+
+/* Turn the request into a long-lived stream (SSE): sends the 200 head, ends r's life as a
+ * request (r is freed) and returns the evhttp request, valid until on_close fires. */
+struct evhttp_request *http_begin_stream(struct http_req *r, const char *content_type,
+                                         void (*on_close)(struct evhttp_connection *, void *),
+                                         void *arg);
 
 #endif

@@ -20,6 +20,16 @@ enum store_script {
     SCRIPT_MERGE_CUSTOMERS,
     SCRIPT_CASE_UPDATE,
     SCRIPT_IMPORT_CUSTOMERS,
+    SCRIPT_SYNC_CONFIG,
+    SCRIPT_AGENT_UPSERT,
+    SCRIPT_AGENT_DELETE,
+    SCRIPT_AGENT_READ,
+    SCRIPT_AGENT_STATE,
+    SCRIPT_AGENT_TOKEN,
+    SCRIPT_RESERVATION,
+    SCRIPT_WORK,
+    SCRIPT_SWEEP,
+    SCRIPT_QUEUE_STATS,
     SCRIPT__COUNT
 };
 
@@ -41,6 +51,10 @@ int store_script(enum store_script s, int argc, const char **argv, const size_t 
                  store_cb *cb, void *arg) __attribute__((warn_unused_result));
 int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *cb, void *arg)
     __attribute__((warn_unused_result));
+
+/* A script run on every (re)connect before the connection is READY, with the single
+ * argument argfn returns (caller-owned, freed by the store): the routing configuration. */
+void store_set_prepare_script(enum store_script s, char *(*argfn)(void));
 
 /* Event fan-out: XREAD BLOCK on a second connection, so blocking never delays commands.
  * stream_suffix is appended to the key base ("events"). */

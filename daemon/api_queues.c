@@ -1,0 +1,150 @@
+/* api_queues.c - live queue statistics for supervisors: GET /v1/queues and
+ * /v1/queues/{name}. Pages of queues go to the stats script in parallel, so no single
+ * script runs long however many queues are configured. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnicc/api.h"
+#include "omnicc/config.h"
+#include "omnicc/store.h"
+#include "omnicc/util.h"
+
+#define QUEUES_PER_SCRIPT 50
+
+struct stats_job {
+    struct http_req *r;
+    json_t *pages;    /* one slot per page, filled as replies come */
+    int outstanding;
+    char *error;
+    bool single;
+};
+
+struct page_ref {
+    struct stats_job *job;
+    size_t index;
+};
+
+static void page_done(const redisReply *reply, const char *err, void *arg)
+{
+    struct page_ref *ref = arg;
+    struct stats_job *job = ref->job;
+    if (err && !job->error)
+        job->error = xstrdup(err);
+    else if (!err && reply->type == REDIS_REPLY_STRING) {
+        json_t *arr = json_loadb(reply->str, reply->len, 0, NULL);
+        if (arr)
+            json_array_set_new(job->pages, ref->index, arr);
+    }
+    free(ref);
+    if (--job->outstanding > 0)
+        return;
+    struct http_req *r = job->r;
+    if (job->error) {
+        api_reply_script_error(r, job->error);
+    } else {
+        json_t *all = json_array();
+        size_t i;
+        json_t *page;
+        json_array_foreach(job->pages, i, page)
+        {
+            if (json_is_array(page))
+                json_array_extend(all, page);
+        }
+        size_t j;
+        json_t *q;
+        json_array_foreach(all, j, q)
+        {
+            json_t *w = json_object_get(q, "waiting");
+            if (json_is_object(w) && json_object_size(w) == 0)
+                json_object_set_new(q, "waiting", json_object());
+        }
+        if (job->single) {
+            json_t *one = json_incref(json_array_get(all, 0));
+            json_decref(all);
+            if (one)
+                http_reply_json(r, 200, one);
+            else
+                http_reply_error(r, 404, "not_found", "no such queue");
+        } else {
+            http_reply_json(r, 200, json_pack("{s:o}", "queues", all));
+        }
+    }
+    json_decref(job->pages);
+    free(job->error);
+    free(job);
+}
+
+static void run_stats(struct http_req *r, json_t *names, bool single)
+{
+    const struct config *cfg = api_config();
+    struct stats_job *job = xcalloc(1, sizeof(*job));
+    job->r = r;
+    job->single = single;
+    job->pages = json_array();
+    size_t n = json_array_size(names);
+    char window[16];
+    snprintf(window, sizeof(window), "%d", cfg->stats_window);
+    job->outstanding = 1;
+    for (size_t start = 0; start < n; start += QUEUES_PER_SCRIPT) {
+        json_t *page = json_array();
+        for (size_t i = start; i < n && i < start + QUEUES_PER_SCRIPT; i++)
+            json_array_append(page, json_array_get(names, i));
+        char *text = json_dumps(page, JSON_COMPACT);
+        json_decref(page);
+        struct page_ref *ref = xcalloc(1, sizeof(*ref));
+        ref->job = job;
+        ref->index = json_array_size(job->pages);
+        json_array_append_new(job->pages, json_null());
+        const char *argv[2] = {text, window};
+        job->outstanding++;
+        if (store_script(SCRIPT_QUEUE_STATS, 2, argv, NULL, page_done, ref) < 0) {
+            job->outstanding--;
+            free(ref);
+            if (!job->error)
+                job->error = xstrdup("unavailable");
+        }
+        free(text);
+    }
+    struct page_ref *self = xcalloc(1, sizeof(*self));
+    self->job = job;
+    page_done(&(redisReply){.type = REDIS_REPLY_NIL}, NULL, self);
+}
+
+static void list_queues(struct http_req *r)
+{
+    const struct config *cfg = api_config();
+    json_t *names = json_array();
+    for (int i = 0; i < cfg->n_queues; i++) {
+        json_array_append_new(names, json_string(cfg->queues[i]->name));
+        if (cfg->queues[i]->overflow_skills)
+            json_array_append_new(names, json_sprintf("%s~overflow", cfg->queues[i]->name));
+    }
+    run_stats(r, names, false);
+    json_decref(names);
+}
+
+static void get_queue(struct http_req *r)
+{
+    const struct config *cfg = api_config();
+    const char *name = r->params[0];
+    char base[80];
+    snprintf(base, sizeof(base), "%s", name);
+    char *tilde = strstr(base, "~overflow");
+    if (tilde && strcmp(tilde, "~overflow") == 0)
+        *tilde = '\0';
+    const struct queue_conf *q = config_queue(cfg, base);
+    if (!q || (tilde && !q->overflow_skills)) {
+        http_reply_error(r, 404, "not_found", "no such queue");
+        return;
+    }
+    json_t *names = json_pack("[s]", name);
+    run_stats(r, names, true);
+    json_decref(names);
+}
+
+const struct http_route api_queues_routes[] = {
+    {EVHTTP_REQ_GET, "/v1/queues", HTTP_AUTH_ADMIN, list_queues, NULL, NULL, false},
+    {EVHTTP_REQ_GET, "/v1/queues/{name}", HTTP_AUTH_ADMIN, get_queue, NULL, NULL, false},
+    {0, NULL, 0, NULL, NULL, NULL, false},
+};

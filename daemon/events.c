@@ -1,0 +1,372 @@
+/* events.c - SSE fan-out. One blocking stream read per instance (store reader connection),
+ * clients indexed by agent so an event costs the clients it concerns, not all of them.
+ * A client is never freed inside libevent's callbacks for its own connection: close marks
+ * it, and the reaper frees it from the loop. */
+#include "omnicc/events.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnicc/http.h"
+#include "omnicc/log.h"
+#include "omnicc/router.h"
+#include "omnicc/store.h"
+#include "omnicc/util.h"
+
+#define BUCKETS 4096
+#define READ_BLOCK_MS 5000
+#define READ_COUNT 1000
+#define KEEPALIVE_S 15
+#define CATCHUP_MAX 1000
+
+enum client_state { CLIENT_CATCHING_UP, CLIENT_LIVE, CLIENT_CLOSED };
+
+struct client {
+    struct client *next;       /* in its bucket (or the supervisor list) */
+    struct client *reap_next;  /* on the reap list once closed */
+    struct evhttp_request *req;
+    enum client_state state;
+    char agent[72];            /* "" for a supervisor stream */
+    char last_id[48];          /* last entry id delivered */
+    struct evbuffer *held;     /* live frames that arrived during catch-up */
+    int pending_ops;           /* catch-up reply outstanding: do not free yet */
+};
+
+static struct {
+    struct event_base *base;
+    struct client *buckets[BUCKETS];
+    struct client *supervisors;
+    struct client *reap;
+    struct event *tick, *keepalive;
+    char last_id[48];
+    bool reading;
+    int count;
+} ev;
+
+static unsigned bucket_of(const char *agent)
+{
+    unsigned h = 5381;
+    for (const unsigned char *p = (const unsigned char *)agent; *p; p++)
+        h = h * 33 + *p;
+    return h % BUCKETS;
+}
+
+int events_client_count(void)
+{
+    return ev.count;
+}
+
+static int id_cmp(const char *a, const char *b)
+{
+    unsigned long long ams = strtoull(a, NULL, 10), bms = strtoull(b, NULL, 10);
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    const char *ad = strchr(a, '-'), *bd = strchr(b, '-');
+    unsigned long long as = ad ? strtoull(ad + 1, NULL, 10) : 0;
+    unsigned long long bs = bd ? strtoull(bd + 1, NULL, 10) : 0;
+    return as < bs ? -1 : as > bs ? 1 : 0;
+}
+
+/* Stream entry fields: at, type, agent, data (JSON). */
+static void format_frame(struct evbuffer *out, const redisReply *entry)
+{
+    const redisReply *id = entry->element[0], *f = entry->element[1];
+    const char *type = "event", *agent = "", *data = "{}", *at = "0";
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        const char *k = f->element[i]->str, *v = f->element[i + 1]->str;
+        if (strcmp(k, "type") == 0)
+            type = v;
+        else if (strcmp(k, "agent") == 0)
+            agent = v;
+        else if (strcmp(k, "data") == 0)
+            data = v;
+        else if (strcmp(k, "at") == 0)
+            at = v;
+    }
+    /* agent ids and types are validated names; data is JSON from cjson (no newlines) */
+    evbuffer_add_printf(out, "id: %s\nevent: %s\ndata: {\"id\":\"%s\",\"type\":\"%s\",\"at\":%s,"
+                             "\"agent\":\"%s\",\"data\":%s}\n\n",
+                        id->str, type, id->str, type, at, agent, data);
+}
+
+static void send_to(struct client *c, const redisReply *entry)
+{
+    const char *id = entry->element[0]->str;
+    if (c->state == CLIENT_CLOSED || id_cmp(id, c->last_id) <= 0)
+        return;
+    if (c->state == CLIENT_CATCHING_UP) {
+        if (evbuffer_get_length(c->held) < (1u << 20))
+            format_frame(c->held, entry);
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    format_frame(b, entry);
+    evhttp_send_reply_chunk(c->req, b);
+    evbuffer_free(b);
+    snprintf(c->last_id, sizeof(c->last_id), "%s", id);
+}
+
+static const char *entry_field(const redisReply *entry, const char *name)
+{
+    const redisReply *f = entry->element[1];
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (strcmp(f->element[i]->str, name) == 0)
+            return f->element[i + 1]->str;
+    return NULL;
+}
+
+static void dispatch_entry(const redisReply *entry)
+{
+    const char *agent = entry_field(entry, "agent");
+    const char *type = entry_field(entry, "type");
+    if (agent && *agent)
+        for (struct client *c = ev.buckets[bucket_of(agent)]; c; c = c->next)
+            if (strcmp(c->agent, agent) == 0)
+                send_to(c, entry);
+    for (struct client *c = ev.supervisors; c; c = c->next)
+        send_to(c, entry);
+    if (type && strcmp(type, "offer") == 0) {
+        /* whoever made the offer, this instance can expire it on time */
+        json_t *d = json_loads(entry_field(entry, "data"), 0, NULL);
+        json_t *exp = json_object_get(json_object_get(d, "reservation"), "expires_at");
+        if (json_is_number(exp))
+            router_deadline_at((int64_t)json_number_value(exp) + 5);
+        json_decref(d);
+    }
+}
+
+static bool entry_ok(const redisReply *e)
+{
+    return e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+           e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_ARRAY;
+}
+
+static void read_more(void);
+
+static void on_read(const redisReply *reply, const char *err, void *arg)
+{
+    ev.reading = false;
+    if (err) {
+        if (strcmp(err, "shutting down") != 0)
+            log_debug("events: stream read failed: %s", err);
+        return; /* the tick retries */
+    }
+    /* nil on BLOCK timeout; else [[stream, [[id, fields], ...]]] */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
+        const redisReply *entries = reply->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            if (!entry_ok(entries->element[i]))
+                continue;
+            dispatch_entry(entries->element[i]);
+            snprintf(ev.last_id, sizeof(ev.last_id), "%s", entries->element[i]->element[0]->str);
+        }
+    }
+    read_more();
+}
+
+static void on_top(const redisReply *reply, const char *err, void *arg)
+{
+    ev.reading = false;
+    if (err)
+        return;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 && entry_ok(reply->element[0]))
+        snprintf(ev.last_id, sizeof(ev.last_id), "%s", reply->element[0]->element[0]->str);
+    else
+        snprintf(ev.last_id, sizeof(ev.last_id), "0-0");
+    read_more();
+}
+
+static void read_more(void)
+{
+    if (ev.reading || !store_reader_ready())
+        return;
+    if (strcmp(ev.last_id, "$") == 0) {
+        /* start from the newest entry by id, so no gap opens between two reads */
+        char key[256];
+        snprintf(key, sizeof(key), "%sevents", store_key_base());
+        const char *argv[] = {"XREVRANGE", key, "+", "-", "COUNT", "1"};
+        if (store_command(6, argv, NULL, on_top, NULL) == 0)
+            ev.reading = true;
+        return;
+    }
+    if (store_stream_read("events", ev.last_id, READ_BLOCK_MS, READ_COUNT, on_read, NULL) == 0)
+        ev.reading = true;
+}
+
+static void client_unlink(struct client *c)
+{
+    struct client **pp = c->agent[0] ? &ev.buckets[bucket_of(c->agent)] : &ev.supervisors;
+    for (; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+}
+
+static void on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct client *c = arg;
+    if (c->state == CLIENT_CLOSED)
+        return;
+    c->state = CLIENT_CLOSED;
+    c->req = NULL;
+    client_unlink(c);
+    c->reap_next = ev.reap;
+    ev.reap = c;
+    ev.count--;
+}
+
+static void reap(void)
+{
+    struct client **pp = &ev.reap;
+    while (*pp) {
+        struct client *c = *pp;
+        if (c->pending_ops == 0) {
+            *pp = c->reap_next;
+            evbuffer_free(c->held);
+            free(c);
+        } else {
+            pp = &c->reap_next;
+        }
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    reap();
+    read_more();
+}
+
+static void keepalive_one(struct client *c)
+{
+    if (c->state != CLIENT_LIVE)
+        return;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, ": keepalive\n\n");
+    evhttp_send_reply_chunk(c->req, b);
+    evbuffer_free(b);
+}
+
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    for (int i = 0; i < BUCKETS; i++)
+        for (struct client *c = ev.buckets[i]; c; c = c->next)
+            keepalive_one(c);
+    for (struct client *c = ev.supervisors; c; c = c->next)
+        keepalive_one(c);
+}
+
+static void go_live(struct client *c)
+{
+    c->state = CLIENT_LIVE;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "retry: 2000\n: live\n\n");
+    evhttp_send_reply_chunk(c->req, b);
+    if (evbuffer_get_length(c->held))
+        evhttp_send_reply_chunk(c->req, c->held); /* drains held */
+    evbuffer_free(b);
+}
+
+static void on_catchup(const redisReply *reply, const char *err, void *arg)
+{
+    struct client *c = arg;
+    c->pending_ops--;
+    if (c->state == CLIENT_CLOSED)
+        return;
+    if (!err && reply->type == REDIS_REPLY_ARRAY) {
+        struct evbuffer *b = evbuffer_new();
+        for (size_t i = 0; i < reply->elements; i++) {
+            if (!entry_ok(reply->element[i]))
+                continue;
+            format_frame(b, reply->element[i]);
+            snprintf(c->last_id, sizeof(c->last_id), "%s", reply->element[i]->element[0]->str);
+        }
+        evhttp_send_reply_chunk(c->req, b);
+        evbuffer_free(b);
+        /* frames held during catch-up that the replay already covered must go */
+        struct evbuffer *keep = evbuffer_new();
+        size_t n;
+        char *line;
+        bool dup = false;
+        while ((line = evbuffer_readln(c->held, &n, EVBUFFER_EOL_LF)) != NULL) {
+            if (strncmp(line, "id: ", 4) == 0)
+                dup = id_cmp(line + 4, c->last_id) <= 0;
+            if (!dup)
+                evbuffer_add_printf(keep, "%s\n", line);
+            free(line);
+        }
+        evbuffer_add_buffer(c->held, keep);
+        evbuffer_free(keep);
+    }
+    go_live(c);
+}
+
+void events_subscribe(struct http_req *r, const char *agent_id)
+{
+    const char *last = r->req ? evhttp_find_header(evhttp_request_get_input_headers(r->req),
+                                                   "Last-Event-ID")
+                              : NULL;
+    if (!last)
+        last = http_query(r, "last_event_id");
+    bool valid_last = last && strlen(last) < 40 && strchr(last, '-') && id_cmp(last, "0-0") > 0;
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->held = evbuffer_new();
+    snprintf(c->agent, sizeof(c->agent), "%s", agent_id ? agent_id : "");
+    snprintf(c->last_id, sizeof(c->last_id), "%s", valid_last ? last : "0-0");
+    c->req = http_begin_stream(r, "text/event-stream", on_client_close, c);
+    if (!c->req) {
+        evbuffer_free(c->held);
+        free(c);
+        return;
+    }
+    struct client **head = c->agent[0] ? &ev.buckets[bucket_of(c->agent)] : &ev.supervisors;
+    c->next = *head;
+    *head = c;
+    ev.count++;
+    if (!valid_last) {
+        /* a fresh stream starts now: nothing older than what the reader has seen */
+        snprintf(c->last_id, sizeof(c->last_id), "%s",
+                 strcmp(ev.last_id, "$") == 0 ? "0-0" : ev.last_id);
+        go_live(c);
+        return;
+    }
+    c->state = CLIENT_CATCHING_UP;
+    char key[256], start[64], count[16];
+    snprintf(key, sizeof(key), "%s%s%s%s", store_key_base(), c->agent[0] ? "agent:" : "events",
+             c->agent, c->agent[0] ? ":events" : "");
+    snprintf(start, sizeof(start), "(%s", c->last_id);
+    snprintf(count, sizeof(count), "%d", CATCHUP_MAX);
+    const char *argv[] = {"XRANGE", key, start, "+", "COUNT", count};
+    if (store_command(6, argv, NULL, on_catchup, c) == 0)
+        c->pending_ops++;
+    else
+        go_live(c);
+}
+
+void events_start(struct event_base *base)
+{
+    ev.base = base;
+    snprintf(ev.last_id, sizeof(ev.last_id), "$");
+    ev.tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, 100 * 1000};
+    event_add(ev.tick, &tv);
+    ev.keepalive = event_new(base, -1, EV_PERSIST, on_keepalive, NULL);
+    struct timeval ka = {KEEPALIVE_S, 0};
+    event_add(ev.keepalive, &ka);
+}
+
+void events_stop(void)
+{
+    if (ev.tick)
+        event_free(ev.tick);
+    if (ev.keepalive)
+        event_free(ev.keepalive);
+    ev.tick = ev.keepalive = NULL;
+    reap();
+}

@@ -1,0 +1,347 @@
+/* router.c - routing configuration, eligibility and the deadline timer.
+ *
+ * Eligibility is computed here, in C, once per agent change: an agent may serve a queue
+ * when every required skill meets its level. A queue with overflow_skills has a virtual
+ * queue "NAME~overflow" with the relaxed requirements; waiting work moves there when
+ * overflow_after passes. The scripts then only read the per-queue indexes. */
+#include "omnicc/router.h"
+
+#include <ctype.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnicc/config.h"
+#include "omnicc/interaction.h"
+#include "omnicc/log.h"
+#include "omnicc/store.h"
+#include "omnicc/util.h"
+
+#define SWEEP_BATCH 100
+#define SWEEP_FALLBACK_MS 1000 /* deadlines made by other instances are seen within this */
+
+static struct {
+    struct event_base *base;
+    const struct config *cfg;
+    struct event *timer;
+    int64_t armed_for; /* epoch ms the timer is set for, 0 when idle */
+    bool running;
+} rt;
+
+bool router_queue_serves(const struct config *cfg, const char *queue, const char *channel)
+{
+    const struct queue_conf *q = config_queue(cfg, queue);
+    if (!q)
+        return false;
+    size_t n = strlen(channel);
+    for (const char *p = q->channels; (p = strstr(p, channel)) != NULL; p += n) {
+        bool start = p == q->channels || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
+        bool end = p[n] == '\0' || p[n] == ' ' || p[n] == ',' || p[n] == '\t';
+        if (start && end)
+            return true;
+    }
+    return false;
+}
+
+const char *router_pick_queue(const struct config *cfg, const struct interaction *ix)
+{
+    const char *ch = channel_name(ix->channel);
+    if (ix->queue)
+        return router_queue_serves(cfg, ix->queue, ch) ? ix->queue : NULL;
+    if (router_queue_serves(cfg, cfg->default_queue, ch))
+        return cfg->default_queue;
+    for (int i = 0; i < cfg->n_queues; i++)
+        if (router_queue_serves(cfg, cfg->queues[i]->name, ch))
+            return cfg->queues[i]->name;
+    return NULL;
+}
+
+static bool meets(json_t *skills, const struct skill_req *req, int n)
+{
+    for (int i = 0; i < n; i++) {
+        json_t *lvl = json_object_get(skills, req[i].name);
+        if (!lvl || json_integer_value(lvl) < req[i].level)
+            return false;
+    }
+    return true;
+}
+
+static int parse_overflow_skills(const char *text, struct skill_req *out)
+{
+    int n = 0;
+    char *copy = xstrdup(text), *save = NULL;
+    for (char *t = strtok_r(copy, " \t,", &save); t && n < CONFIG_MAX_QUEUE_SKILLS;
+         t = strtok_r(NULL, " \t,", &save)) {
+        char *colon = strchr(t, ':');
+        out[n].level = colon ? atoi(colon + 1) : 1;
+        if (colon)
+            *colon = '\0';
+        out[n].name = xstrdup(t);
+        n++;
+    }
+    free(copy);
+    return n;
+}
+
+static json_t *eligible_queues(const struct config *cfg, json_t *skills)
+{
+    json_t *out = json_array();
+    for (int i = 0; i < cfg->n_queues; i++) {
+        const struct queue_conf *q = cfg->queues[i];
+        if (meets(skills, q->skill, q->n_skills))
+            json_array_append_new(out, json_string(q->name));
+        if (q->overflow_skills) {
+            struct skill_req relaxed[CONFIG_MAX_QUEUE_SKILLS];
+            int n = parse_overflow_skills(q->overflow_skills, relaxed);
+            if (meets(skills, relaxed, n))
+                json_array_append_new(out, json_sprintf("%s~overflow", q->name));
+            for (int k = 0; k < n; k++)
+                free(relaxed[k].name);
+        }
+    }
+    return out;
+}
+
+static const char *const channels[] = {"voice", "email", "fax", "branch", "webchat"};
+
+static int per_channel(json_t *body, const char *field, int max, json_t **out, char **err)
+{
+    json_t *obj = json_object_get(body, field);
+    *out = json_object();
+    if (!obj || json_is_null(obj))
+        return 0;
+    if (!json_is_object(obj)) {
+        *err = xasprintf("%s: must be an object of channel: number", field);
+        return -1;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (channel_from_name(k) < 0) {
+            *err = xasprintf("%s.%.20s: not a channel", field, k);
+            return -1;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
+            *err = xasprintf("%s.%s: must be an integer 0-%d", field, k, max);
+            return -1;
+        }
+        json_object_set(*out, k, v);
+    }
+    return 0;
+}
+
+json_t *router_agent_doc(const struct config *cfg, json_t *body, char **err)
+{
+    static const char *const allowed[] = {"id", "name", "skills", "capacity", "capacity_total",
+                                          "wrapup", "softphone", "branch", NULL};
+    json_t *cap = NULL, *wrap = NULL, *doc = NULL;
+    const char *k;
+    json_t *v;
+    *err = NULL;
+    json_object_foreach(body, k, v)
+    {
+        bool ok = false;
+        for (const char *const *a = allowed; *a; a++)
+            ok = ok || strcmp(*a, k) == 0;
+        if (!ok) {
+            *err = xasprintf("%.40s: unknown field", k);
+            return NULL;
+        }
+    }
+    json_t *id = json_object_get(body, "id");
+    if (!json_is_string(id) || !name_is_valid(json_string_value(id), 64)) {
+        *err = xstrdup("id: required, 1-64 letters, digits, _ - . :");
+        return NULL;
+    }
+    json_t *skills = json_object_get(body, "skills");
+    if (skills && !json_is_null(skills)) {
+        if (!json_is_object(skills) || json_object_size(skills) > 64) {
+            *err = xstrdup("skills: must be an object of skill: level (1-5), at most 64");
+            return NULL;
+        }
+        json_object_foreach(skills, k, v)
+        {
+            if (!name_is_valid(k, 64) || strchr(k, ':')) {
+                *err = xasprintf("skills.%.40s: bad skill name", k);
+                return NULL;
+            }
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 5) {
+                *err = xasprintf("skills.%s: level must be an integer 1-5", k);
+                return NULL;
+            }
+        }
+    }
+    if (per_channel(body, "capacity", 100, &cap, err) < 0 ||
+        per_channel(body, "wrapup", 3600, &wrap, err) < 0)
+        goto fail;
+    json_int_t sum = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(channels); i++)
+        sum += json_integer_value(json_object_get(cap, channels[i]));
+    json_t *total = json_object_get(body, "capacity_total");
+    json_int_t cap_total = sum;
+    if (total && !json_is_null(total)) {
+        if (!json_is_integer(total) || json_integer_value(total) < 0 ||
+            json_integer_value(total) > 500) {
+            *err = xstrdup("capacity_total: must be an integer 0-500");
+            goto fail;
+        }
+        cap_total = json_integer_value(total);
+    }
+    struct {
+        const char *field;
+        size_t max;
+    } strs[] = {{"name", IX_MAX_NAME}, {"softphone", 256}, {"branch", 64}};
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+        json_t *s = json_object_get(body, strs[i].field);
+        if (s && !json_is_null(s) &&
+            (!json_is_string(s) || json_string_length(s) > strs[i].max ||
+             !text_is_clean_utf8(json_string_value(s), json_string_length(s)) ||
+             strchr(json_string_value(s), '\n'))) {
+            *err = xasprintf("%s: must be a single-line string of at most %zu bytes",
+                             strs[i].field, strs[i].max);
+            goto fail;
+        }
+    }
+    json_t *branch = json_object_get(body, "branch");
+    if (json_is_string(branch) && json_string_length(branch) &&
+        !name_is_valid(json_string_value(branch), 64)) {
+        *err = xstrdup("branch: letters, digits, _ - . : only");
+        goto fail;
+    }
+    json_t *sk = skills && json_is_object(skills) ? skills : NULL;
+    json_t *empty = json_object();
+    char *skills_text = json_dumps(sk ? sk : empty, JSON_COMPACT | JSON_SORT_KEYS);
+    doc = json_pack("{s:O,s:s,s:O,s:O,s:I,s:o}", "id", id, "skills", skills_text, "capacity", cap,
+                    "wrapup", wrap, "capacity_total", cap_total, "queues",
+                    eligible_queues(cfg, sk ? sk : empty));
+    free(skills_text);
+    json_decref(empty);
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+        json_t *s = json_object_get(body, strs[i].field);
+        if (json_is_string(s))
+            json_object_set(doc, strs[i].field, s);
+    }
+fail:
+    json_decref(cap);
+    json_decref(wrap);
+    return doc;
+}
+
+static json_t *queue_doc(const struct queue_conf *q, const char *name, bool virtual_overflow)
+{
+    const char *target = "";
+    char *virt = NULL;
+    if (!virtual_overflow) {
+        if (q->overflow_queue)
+            target = q->overflow_queue;
+        else if (q->overflow_skills)
+            target = virt = xasprintf("%s~overflow", q->name);
+    }
+    json_t *d = json_pack("{s:s,s:s,s:s,s:i,s:i,s:s,s:i,s:s,s:i}", "name", name, "channels",
+                          q->channels, "strategy", q->strategy, "sticky_seconds", q->sticky_seconds,
+                          "overflow_after", virtual_overflow ? 0 : q->overflow_after,
+                          "overflow_target", target, "max_wait", q->max_wait, "on_max_wait",
+                          q->on_max_wait, "sla_seconds", q->sla_seconds);
+    free(virt);
+    return d;
+}
+
+char *router_sync_document(void)
+{
+    const struct config *cfg = rt.cfg;
+    json_t *queues = json_array();
+    for (int i = 0; i < cfg->n_queues; i++) {
+        const struct queue_conf *q = cfg->queues[i];
+        json_array_append_new(queues, queue_doc(q, q->name, false));
+        if (q->overflow_skills) {
+            char *virt = xasprintf("%s~overflow", q->name);
+            json_array_append_new(queues, queue_doc(q, virt, true));
+            free(virt);
+        }
+    }
+    json_t *doc = json_pack(
+        "{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:o}", "routing", "offer_timeout:voice",
+        cfg->offer_timeout_voice, "offer_timeout:webchat", cfg->offer_timeout_webchat,
+        "offer_timeout:branch", cfg->offer_timeout_branch, "offer_timeout:email",
+        cfg->offer_timeout_email, "offer_timeout:fax", cfg->offer_timeout_fax, "reject_block",
+        cfg->reject_block, "max_no_answer", cfg->max_no_answer, "queues", queues);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+/* ---- the deadline timer ---- */
+
+static void arm(int64_t due_ms)
+{
+    int64_t now = now_ms();
+    int64_t fallback = now + SWEEP_FALLBACK_MS;
+    if (due_ms < 0 || due_ms > fallback)
+        due_ms = fallback;
+    if (rt.armed_for && rt.armed_for <= due_ms)
+        return;
+    int64_t delay = due_ms - now;
+    if (delay < 0)
+        delay = 0;
+    struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+    rt.armed_for = due_ms;
+    evtimer_add(rt.timer, &tv);
+}
+
+void router_deadline_at(int64_t due_ms)
+{
+    if (rt.timer)
+        arm(due_ms);
+}
+
+static void sweep_done(const redisReply *reply, const char *err, void *arg)
+{
+    rt.running = false;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        if (err && strcmp(err, "unavailable") != 0)
+            log_warn("router: sweep failed: %s", err);
+        arm(-1);
+        return;
+    }
+    long long processed = reply->element[0]->integer;
+    long long next = reply->element[1]->integer;
+    if (processed)
+        log_debug("router: %lld deadlines processed", processed);
+    /* a full batch means more are due now */
+    arm(processed >= SWEEP_BATCH ? now_ms() : next);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    rt.armed_for = 0;
+    if (rt.running) {
+        arm(-1);
+        return;
+    }
+    char batch[16];
+    snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
+    const char *argv[1] = {batch};
+    if (store_script(SCRIPT_SWEEP, 1, argv, NULL, sweep_done, NULL) < 0) {
+        arm(-1);
+        return;
+    }
+    rt.running = true;
+}
+
+void router_start(struct event_base *base, const struct config *cfg)
+{
+    rt.base = base;
+    rt.cfg = cfg;
+    rt.timer = evtimer_new(base, on_timer, NULL);
+    store_set_prepare_script(SCRIPT_SYNC_CONFIG, router_sync_document);
+    arm(-1);
+}
+
+void router_stop(void)
+{
+    if (rt.timer)
+        event_free(rt.timer);
+    rt.timer = NULL;
+}

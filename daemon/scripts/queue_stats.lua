@@ -1,0 +1,41 @@
+-- queue_stats.lua: ARGV[1] JSON array of queue names (a page), ARGV[2] window in minutes.
+-- Counters and minute buckets kept as things happen: no scan of waiting work or agents.
+local names = cjson.decode(ARGV[1])
+local window = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+local fields = {'offered', 'accepted', 'abandoned', 'transferred', 'in_sla', 'wait_sum_ms',
+                'handled', 'handle_sum_ms', 'timed_out'}
+for _, q in ipairs(names) do
+  local qc = qconf(q)
+  if qc then
+    local s = {name = q, strategy = qc.strategy, sla_seconds = tonumber(qc.sla_seconds), waiting = {},
+               agents = {available = 0, busy = 0, away = 0, offline = 0}}
+    local total = 0
+    for _, ch in ipairs(qc.chanlist) do
+      local n = redis.call('ZCARD', B .. 'q:' .. q .. ':wait:' .. ch)
+      s.waiting[ch] = n
+      total = total + n
+    end
+    s.waiting_total = total
+    local oldest = redis.call('ZRANGE', B .. 'q:' .. q .. ':age', 0, 0, 'WITHSCORES')
+    s.longest_wait_ms = oldest[2] and (now - tonumber(oldest[2])) or 0
+    local ag = redis.call('HGETALL', B .. 'q:' .. q .. ':agents')
+    for i = 1, #ag, 2 do s.agents[ag[i]] = tonumber(ag[i + 1]) end
+    local w = {}
+    for _, f in ipairs(fields) do w[f] = 0 end
+    local b = math.floor(now / 60000)
+    for m = b - window + 1, b do
+      local vals = redis.call('HMGET', B .. 'q:' .. q .. ':stats:' .. m, unpack(fields))
+      for i, f in ipairs(fields) do w[f] = w[f] + (tonumber(vals[i]) or 0) end
+    end
+    local answered_or_lost = w.accepted + w.abandoned
+    s.window_minutes = window
+    s.offered, s.accepted, s.abandoned, s.transferred, s.timed_out = w.offered, w.accepted, w.abandoned, w.transferred, w.timed_out
+    s.service_level = answered_or_lost > 0 and (w.in_sla / answered_or_lost) or cjson.null
+    s.asa_ms = w.accepted > 0 and math.floor(w.wait_sum_ms / w.accepted) or cjson.null
+    s.aht_ms = w.handled > 0 and math.floor(w.handle_sum_ms / w.handled) or cjson.null
+    out[#out + 1] = s
+  end
+end
+return cjson.encode(out)

@@ -1,0 +1,56 @@
+-- sweep.lua: deadlines that came due (reservation expiry, overflow, max_wait, end of
+-- wrap-up, end of a reject block), at most ARGV[1] of them, oldest first. Safe to run on
+-- every instance at once: each entry is removed before it is acted on.
+-- Returns {processed, next_due_ms or -1}.
+local max = tonumber(ARGV[1])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', B .. 'deadlines', '-inf', now, 'LIMIT', 0, max)
+for _, m in ipairs(due) do
+  redis.call('ZREM', B .. 'deadlines', m)
+  local kind, id = string.match(m, '^(%a+):(.+)$')
+  if kind == 'resv' then
+    reservation_end(id, now, 'timeout')
+  else
+    local ikey = B .. 'ix:' .. id
+    local ix = hash_to_table(redis.call('HGETALL', ikey))
+    if kind == 'ovf' and ix.state == 'queued' and not ix.overflowed_from then
+      local home = qconf(ix.home_queue or ix.queue)
+      local target = home and home.overflow_target
+      if target and target ~= '' and qconf(target) then
+        ix_dequeue(id, ix)
+        redis.call('HSET', ikey, 'queue', target, 'overflowed_from', ix.queue)
+        history_add(ix.case_id, now, {'type', 'interaction.overflowed', 'interaction', id,
+                                      'from_queue', ix.queue, 'to_queue', target})
+        emit(now, 'interaction.overflowed', nil, {interaction = id, from_queue = ix.queue, to_queue = target})
+        ix.overflowed_from = ix.queue
+        ix.queue = target
+        redis.call('ZADD', ix_wait_key(ix), tonumber(ix.wait_score), id)
+        redis.call('ZADD', B .. 'q:' .. ix.queue .. ':age', tonumber(ix.created_at), id)
+        route_interaction(id, now)
+      end
+    elseif kind == 'maxw' and ix.state == 'queued' then
+      local home = qconf(ix.home_queue or ix.queue)
+      local action = home and home.on_max_wait or 'close'
+      history_add(ix.case_id, now, {'type', 'interaction.max_wait', 'interaction', id, 'action', action})
+      emit(now, 'interaction.max_wait', nil, {interaction = id, queue = ix.queue, action = action,
+                                             channel = ix.channel})
+      redis.call('HSET', ikey, 'max_wait_reached', now)
+      if action == 'close' then
+        ix_dequeue(id, ix)
+        redis.call('ZREM', B .. 'deadlines', 'ovf:' .. id)
+        redis.call('HSET', ikey, 'state', 'canceled', 'ended_at', now, 'end_reason', 'max_wait')
+        qstat(ix.queue, now, 'timed_out')
+      end
+    elseif kind == 'wrap' and ix.state == 'wrapup' then
+      redis.call('HSET', ikey, 'state', 'completed', 'ended_at', now)
+      agent_release(ix.agent, ix.channel, now)
+      history_add(ix.case_id, now, {'type', 'interaction.completed', 'interaction', id, 'agent', ix.agent})
+      emit(now, 'interaction.completed', ix.agent, {interaction = id, agent = ix.agent, case = ix.case_id})
+      route_agent(ix.agent, now)
+    elseif kind == 'excl' and ix.state == 'queued' then
+      route_interaction(id, now)
+    end
+  end
+end
+local nxt = redis.call('ZRANGE', B .. 'deadlines', 0, 0, 'WITHSCORES')
+return {#due, nxt[2] and tonumber(nxt[2]) or -1}

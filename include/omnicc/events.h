@@ -1,0 +1,19 @@
+/* events.h - real-time events to agents and supervisors over SSE. Every state change
+ * script appends to one Redis stream ("events", and the agent's own stream with the same
+ * entry id); each daemon instance reads it (XREAD BLOCK on its reader connection) and
+ * writes each entry to its local SSE clients, so whichever instance made a decision, the
+ * instance holding the agent's connection delivers it. Entry ids are the SSE ids:
+ * reconnecting with Last-Event-ID replays what was missed from the stream. */
+#ifndef OMNICC_EVENTS_H
+#define OMNICC_EVENTS_H
+
+struct event_base;
+struct http_req;
+
+void events_start(struct event_base *base);
+void events_stop(void);
+/* Take over r as an SSE stream: agent_id NULL for every event (supervisor). */
+void events_subscribe(struct http_req *r, const char *agent_id);
+int events_client_count(void);
+
+#endif
