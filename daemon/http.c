@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "omnicc/api.h"
+#include "omnicc/channel.h"
 #include "omnicc/config.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
@@ -338,8 +339,13 @@ static void dispatch(struct evhttp_request *req, void *arg)
 
     const struct http_route *match = NULL;
     char allow[128] = "";
-    for (size_t t = 0; t < ARRAY_SIZE(route_tables) && !match; t++) {
-        for (const struct http_route *rt = route_tables[t]; rt->pattern; rt++) {
+    size_t n_core = ARRAY_SIZE(route_tables), n_tables = n_core;
+    for (const struct channel *const *c = channel_table; *c; c++)
+        n_tables++;
+    for (size_t t = 0; t < n_tables && !match; t++) {
+        const struct http_route *table =
+            t < n_core ? route_tables[t] : channel_table[t - n_core]->routes;
+        for (const struct http_route *rt = table; rt && rt->pattern; rt++) {
             char *params[HTTP_MAX_PARAMS] = {0};
             if (!route_match(rt->pattern, path, params))
                 continue;

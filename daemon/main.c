@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "omnicc/api.h"
+#include "omnicc/channel.h"
 #include "omnicc/config.h"
 #include "omnicc/embedded_redis.h"
 #include "omnicc/events.h"
@@ -126,6 +127,8 @@ static int run_daemon(void)
     api_set_config(d.cfg);
     if (http_start(d.base, d.cfg, &err) < 0)
         goto fail;
+    if (channels_start(d.base, d.cfg, &err) < 0)
+        goto fail;
     d.sigterm_ev = evsignal_new(d.base, SIGTERM, on_stop_signal, NULL);
     d.sigint_ev = evsignal_new(d.base, SIGINT, on_stop_signal, NULL);
     d.sighup_ev = evsignal_new(d.base, SIGHUP, on_reload, NULL);
@@ -139,6 +142,7 @@ static int run_daemon(void)
     event_base_dispatch(d.base);
 
     log_info("shutdown: closing");
+    channels_stop();
     http_free();
     store_close();
     events_stop();
@@ -158,6 +162,7 @@ fail:
     log_error("startup: %s", err);
     free(err);
     free(url);
+    channels_stop();
     http_free();
     store_close();
     events_stop();

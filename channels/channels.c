@@ -1,0 +1,24 @@
+/* channels.c - the one table of channel adapters. Adding a channel: a new file exporting a
+ * const struct channel, and one line here. */
+#include "omnicc/channel.h"
+
+#include <stddef.h>
+
+const struct channel *const channel_table[] = {
+    NULL,
+};
+
+int channels_start(struct event_base *base, const struct config *cfg, char **err)
+{
+    for (const struct channel *const *c = channel_table; *c; c++)
+        if ((*c)->start && (*c)->start(base, cfg, err) < 0)
+            return -1;
+    return 0;
+}
+
+void channels_stop(void)
+{
+    for (const struct channel *const *c = channel_table; *c; c++)
+        if ((*c)->stop)
+            (*c)->stop();
+}
