@@ -6,6 +6,7 @@
 
 #include "omnicc/api.h"
 #include "omnicc/config.h"
+#include "omnicc/ingest.h"
 #include "omnicc/interaction.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
@@ -14,87 +15,30 @@
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
-/* Identifiers strongest first: the script lets the first match win a conflict. */
-static const enum ident_kind ident_order[] = {IDENT_POLICY, IDENT_NATIONAL, IDENT_BRANCH,
-                                              IDENT_EMAIL, IDENT_PHONE};
-
-static json_t *ingest_document(const struct config *cfg, const struct interaction *ix,
-                               const char *queue)
-{
-    json_t *doc = json_object();
-    json_t *ids = json_array();
-    for (size_t i = 0; i < ARRAY_SIZE(ident_order); i++) {
-        const char *v = ix->ident[ident_order[i]];
-        if (v)
-            json_array_append_new(ids, json_pack("[ss]", ident_kind_name(ident_order[i]), v));
-    }
-    json_object_set_new(doc, "ids", ids);
-    json_object_set_new(doc, "channel", json_string(channel_name(ix->channel)));
-    json_object_set_new(doc, "external_id", json_string(ix->external_id));
-    json_object_set_new(doc, "direction", json_string(ix->direction));
-    json_object_set_new(doc, "queue", json_string(queue));
-    struct {
-        const char *key, *val;
-    } opt[] = {{"from", ix->from},       {"to", ix->to},         {"subject", ix->subject},
-               {"body", ix->body},       {"name", ix->customer_name}, {"case_id", ix->case_id},
-               {"skills", ix->skills},   {"metadata", ix->metadata},
-               {"policy", ix->ident[IDENT_POLICY]}};
-    for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
-        if (opt[i].val)
-            json_object_set_new(doc, opt[i].key, json_string(opt[i].val));
-    json_object_set_new(doc, "priority", json_integer(ix->priority));
-    int boost = config_channel_boost(cfg, channel_name(ix->channel)) + ix->priority * cfg->priority_step;
-    json_object_set_new(doc, "boost", json_integer(boost));
-    json_object_set_new(doc, "segment_boosts",
-                        json_pack("{s:i,s:i,s:i,s:i}", "platinum", segment_boost(cfg, "platinum"),
-                                  "gold", segment_boost(cfg, "gold"), "silver",
-                                  segment_boost(cfg, "silver"), "standard", 0));
-    return doc;
-}
-
-static void ingest_done(const redisReply *reply, const char *err, void *arg)
+static void ingest_replied(const struct ingest_result *res, void *arg)
 {
     struct http_req *r = arg;
-    if (err) {
-        api_reply_script_error(r, err);
+    if (res->status >= 400) {
+        if (res->status == 503)
+            http_reply_unavailable(r, res->error);
+        else
+            http_reply_error(r, res->status, res->error_code, "%s", res->error);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 5) {
-        http_reply_error(r, 500, "internal", "unexpected storage reply");
-        return;
-    }
-    bool dup = reply->element[3]->integer == 1;
-    json_t *conflicts = json_loads(reply->element[4]->str, 0, NULL);
-    json_t *out = json_pack("{s:s,s:s,s:s,s:b,s:o}", "id", reply->element[0]->str, "case_id",
-                            reply->element[1]->str, "customer_id", reply->element[2]->str,
-                            "duplicate", dup, "conflicts", conflicts ? conflicts : json_array());
-    if (reply->elements > 5 && reply->element[5]->len)
-        json_object_set_new(out, "reservation", json_string(reply->element[5]->str));
-    if (!dup)
+    json_t *conflicts = json_loads(res->conflicts, 0, NULL);
+    json_t *out = json_pack("{s:s,s:s,s:s,s:b,s:o}", "id", res->id, "case_id", res->case_id,
+                            "customer_id", res->customer_id, "duplicate", res->duplicate,
+                            "conflicts", conflicts ? conflicts : json_array());
+    if (res->reservation && *res->reservation)
+        json_object_set_new(out, "reservation", json_string(res->reservation));
+    if (!res->duplicate)
         metrics_ingest_latency(monotonic_ms() - r->started_ms);
-    log_debug("ingest: %s case %s customer %s%s", reply->element[0]->str, reply->element[1]->str,
-              reply->element[2]->str, dup ? " (duplicate)" : "");
-    http_reply_json(r, dup ? 200 : 202, out);
+    http_reply_json(r, res->duplicate ? 200 : 202, out);
 }
 
-/* Shared by channel adapters: store one normalised interaction and answer r when Redis has
- * it. Takes nothing from ix (the caller frees it). */
 void api_ingest(struct http_req *r, const struct interaction *ix)
 {
-    const char *queue = router_pick_queue(api_config(), ix);
-    if (!queue) {
-        http_reply_error(r, 400, "invalid_field", "queue: no queue%s%s serves the %s channel",
-                         ix->queue ? " named " : "", ix->queue ? ix->queue : "",
-                         channel_name(ix->channel));
-        return;
-    }
-    json_t *doc = ingest_document(api_config(), ix, queue);
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    const char *argv[1] = {text};
-    if (store_script(SCRIPT_INGEST, 1, argv, NULL, ingest_done, r) < 0)
-        http_reply_unavailable(r, store_status());
-    free(text);
+    ingest_submit(api_config(), ix, ingest_replied, r);
 }
 
 static void post_interaction(struct http_req *r)

@@ -10,7 +10,7 @@ local idem = B .. 'idem:' .. ix.channel .. ':' .. ix.external_id
 local prev = redis.call('GET', idem)
 if prev then
   local h = redis.call('HMGET', B .. 'ix:' .. prev, 'case_id', 'customer_id')
-  return {prev, h[1] or '', h[2] or '', 1, '[]'}
+  return {prev, h[1] or '', h[2] or '', 1, '[]', ''}
 end
 
 local case_id = ix.case_id
