@@ -16,6 +16,7 @@
 #include "omnicc/api.h"
 #include "omnicc/channel.h"
 #include "omnicc/config.h"
+#include "omnicc/curl_loop.h"
 #include "omnicc/embedded_redis.h"
 #include "omnicc/events.h"
 #include "omnicc/http.h"
@@ -127,6 +128,10 @@ static int run_daemon(void)
     api_set_config(d.cfg);
     if (http_start(d.base, d.cfg, &err) < 0)
         goto fail;
+    if (curl_loop_init(d.base) < 0) {
+        err = xstrdup("cannot initialise libcurl");
+        goto fail;
+    }
     if (channels_start(d.base, d.cfg, &err) < 0)
         goto fail;
     d.sigterm_ev = evsignal_new(d.base, SIGTERM, on_stop_signal, NULL);
@@ -143,6 +148,7 @@ static int run_daemon(void)
 
     log_info("shutdown: closing");
     channels_stop();
+    curl_loop_shutdown();
     http_free();
     store_close();
     events_stop();
@@ -163,6 +169,7 @@ fail:
     free(err);
     free(url);
     channels_stop();
+    curl_loop_shutdown();
     http_free();
     store_close();
     events_stop();
@@ -246,6 +253,7 @@ static int run_import(const char *path)
 
 int main(int argc, char **argv)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check", no_argument, NULL, 'k'},
                                          {"print-config", no_argument, NULL, 'p'},
@@ -311,5 +319,6 @@ int main(int argc, char **argv)
     identity_shutdown();
     config_free(d.cfg);
     metrics_free();
+    curl_global_cleanup();
     return rc;
 }
