@@ -33,7 +33,7 @@
 static struct {
     struct event_base *base;
     struct config *cfg;
-    struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev, *ready_ev;
+    struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev, *ready_ev, *watchdog_ev;
     int64_t drain_deadline;
     bool embedded;
     bool announced_ready;
@@ -98,13 +98,30 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     sd_notify(0, "READY=1");
 }
 
+/* Fed from the loop itself: if the loop is stuck, systemd stops hearing from us. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static void start_watchdog(void)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, on_watchdog, NULL);
+    struct timeval tv = {(time_t)(usec / 2 / 1000000), (suseconds_t)(usec / 2 % 1000000)};
+    event_add(d.watchdog_ev, &tv);
+    log_info("systemd: watchdog every %llu ms", (unsigned long long)(usec / 2000));
+}
+
 /* READY (systemd, and the line a newcomer reads) once Redis answers and listeners are bound. */
 static void on_ready_check(evutil_socket_t fd, short what, void *arg)
 {
     if (d.announced_ready || !store_ready())
         return;
     d.announced_ready = true;
-    sd_notify(0, "READY=1");
+    sd_notify(0, "READY=1\nSTATUS=serving");
     const char *l = d.cfg->listen[0];
     log_info("omniccd ready: API at http://%s/ (health: http://%s/healthz)", l, l);
 }
@@ -144,6 +161,7 @@ static int run_daemon(void)
     struct timeval tv = {0, 20 * 1000};
     event_add(d.ready_ev, &tv);
 
+    start_watchdog();
     event_base_dispatch(d.base);
 
     log_info("shutdown: closing");
@@ -162,6 +180,8 @@ static int run_daemon(void)
     event_free(d.ready_ev);
     if (d.drain_ev)
         event_free(d.drain_ev);
+    if (d.watchdog_ev)
+        event_free(d.watchdog_ev);
     event_base_free(d.base);
     return 0;
 fail:
