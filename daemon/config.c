@@ -14,7 +14,7 @@
 #include "omnicc/log.h"
 #include "omnicc/util.h"
 
-enum cfg_type { CFG_STR, CFG_INT, CFG_SIZE, CFG_DOUBLE, CFG_LEVEL, CFG_LISTEN, CFG_CHOICE };
+enum cfg_type { CFG_STR, CFG_INT, CFG_SIZE, CFG_DOUBLE, CFG_LEVEL, CFG_LISTEN, CFG_CHOICE, CFG_RULE };
 
 struct cfg_key {
     const char *section; /* "queue" for [queue NAME] sections */
@@ -80,6 +80,8 @@ static const struct cfg_key cfg_keys[] = {
      "Seconds of head start for medium value, or loyal."},
     {"routing", "default_queue", CFG_STR, C(default_queue), 1, 64, "default", NULL,
      "Queue for interactions that name none and match no rule."},
+    {"routing", "rule", CFG_RULE, C(rules), 0, 0, NULL, NULL,
+     "Repeatable: channel=voice intent=claims skill=lang_es -> QUEUE (first match wins)."},
     {"routing", "priority_step", CFG_INT, C(priority_step), 0, 3600, "60", NULL,
      "Seconds of head start per point of an interaction's explicit priority (0-100)."},
     {"routing", "boost_voice", CFG_INT, C(boost_voice), 0, 86400, "120", NULL,
@@ -251,6 +253,47 @@ static char *cfg_set(const struct cfg_key *k, void *base, const char *val)
         *(int *)((char *)base + k->offset) = lvl;
         return NULL;
     }
+    case CFG_RULE: {
+        struct config *cfg = base;
+        if (cfg->n_rules >= CONFIG_MAX_RULES)
+            return xasprintf("at most %d rules", CONFIG_MAX_RULES);
+        const char *arrow = strstr(val, "->");
+        if (!arrow)
+            return xasprintf("expected conditions -> queue");
+        struct routing_rule *r = &cfg->rules[cfg->n_rules];
+        memset(r, 0, sizeof(*r));
+        char *tail = xstrdup(arrow + 2);
+        r->queue = xstrdup(trim(tail));
+        free(tail);
+        char *conds = xstrndup(val, (size_t)(arrow - val)), *save = NULL, *err = NULL;
+        for (char *t = strtok_r(conds, " \t", &save); t && !err; t = strtok_r(NULL, " \t", &save)) {
+            char *eq = strchr(t, '=');
+            char **slot = NULL;
+            if (eq && strncmp(t, "channel=", 8) == 0)
+                slot = &r->channel;
+            else if (eq && strncmp(t, "intent=", 7) == 0)
+                slot = &r->intent;
+            else if (eq && strncmp(t, "skill=", 6) == 0)
+                slot = &r->skill;
+            if (!slot || !eq[1] || *slot)
+                err = xasprintf("bad condition \"%s\" (channel=, intent=, skill=, once each)", t);
+            else
+                *slot = xstrdup(eq + 1);
+        }
+        free(conds);
+        if (!err && !*r->queue)
+            err = xasprintf("no queue after ->");
+        if (err) {
+            free(r->channel);
+            free(r->intent);
+            free(r->skill);
+            free(r->queue);
+            memset(r, 0, sizeof(*r));
+            return err;
+        }
+        cfg->n_rules++;
+        return NULL;
+    }
     case CFG_LISTEN: {
         struct config *cfg = base;
         const char *colon = strrchr(val, ':');
@@ -372,6 +415,12 @@ void config_free(struct config *cfg)
         free(cfg->listen[i]);
     for (int i = 0; i < cfg->n_queues; i++)
         queue_free(cfg->queues[i]);
+    for (int i = 0; i < cfg->n_rules; i++) {
+        free(cfg->rules[i].channel);
+        free(cfg->rules[i].intent);
+        free(cfg->rules[i].skill);
+        free(cfg->rules[i].queue);
+    }
     free(cfg->api_token_value);
     free(cfg->redis_password);
     free(cfg->path);
@@ -513,6 +562,8 @@ struct config *config_load(const char *path, char **err)
         if (!cur_queue)
             key_line[k - cfg_keys] = lineno;
         char *e = cfg_set(k, cur_queue ? (void *)cur_queue : (void *)cfg, val);
+        if (!e && k->type == CFG_RULE)
+            cfg->rules[cfg->n_rules - 1].line = lineno;
         if (e) {
             *err = xasprintf("%s:%d: %s: %s", path, lineno, key, e);
             free(e);
@@ -530,6 +581,13 @@ struct config *config_load(const char *path, char **err)
         q->name = xstrdup(cfg->default_queue);
         apply_defaults("queue", q);
         cfg->queues[cfg->n_queues++] = q;
+    }
+    for (int i = 0; i < cfg->n_rules; i++) {
+        if (!config_queue(cfg, cfg->rules[i].queue)) {
+            *err = xasprintf("%s:%d: rule: no queue named \"%s\"", path, cfg->rules[i].line,
+                             cfg->rules[i].queue);
+            goto fail;
+        }
     }
     for (int i = 0; i < cfg->n_queues; i++) {
         const struct queue_conf *q = cfg->queues[i];

@@ -41,6 +41,7 @@ void ix_free(struct interaction *ix)
     free(ix->case_id);
     free(ix->queue);
     free(ix->skills);
+    free(ix->intent);
     free(ix->metadata);
     memset(ix, 0, sizeof(*ix));
 }
@@ -270,6 +271,13 @@ int ix_from_json(const struct config *cfg, json_t *obj, struct interaction *ix, 
             *err = xstrdup("metadata: must be an object");
             goto fail;
         }
+        json_t *intent = json_object_get(meta, "intent");
+        if (intent && (!json_is_string(intent) || !name_is_valid(json_string_value(intent), 64))) {
+            *err = xstrdup("metadata.intent: a name (letters, digits, _ - . :)");
+            goto fail;
+        }
+        if (intent)
+            ix->intent = xstrdup(json_string_value(intent));
         ix->metadata = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
         if (!ix->metadata || strlen(ix->metadata) > IX_MAX_METADATA) {
             *err = xasprintf("metadata: larger than %d bytes", IX_MAX_METADATA);

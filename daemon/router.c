@@ -44,11 +44,29 @@ bool router_queue_serves(const struct config *cfg, const char *queue, const char
     return false;
 }
 
+static bool has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; p && (p = strstr(p, word)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+            return true;
+    return false;
+}
+
 const char *router_pick_queue(const struct config *cfg, const struct interaction *ix)
 {
     const char *ch = channel_name(ix->channel);
     if (ix->queue)
         return router_queue_serves(cfg, ix->queue, ch) ? ix->queue : NULL;
+    for (int i = 0; i < cfg->n_rules; i++) {
+        const struct routing_rule *r = &cfg->rules[i];
+        if ((r->channel && strcmp(r->channel, ch) != 0) ||
+            (r->intent && (!ix->intent || strcmp(r->intent, ix->intent) != 0)) ||
+            (r->skill && !has_word(ix->skills, r->skill)) ||
+            !router_queue_serves(cfg, r->queue, ch))
+            continue;
+        return r->queue;
+    }
     if (router_queue_serves(cfg, cfg->default_queue, ch))
         return cfg->default_queue;
     for (int i = 0; i < cfg->n_queues; i++)

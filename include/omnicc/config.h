@@ -17,6 +17,18 @@ struct skill_req {
     int level; /* 1-5 */
 };
 
+#define CONFIG_MAX_RULES 256
+
+/* [routing] rule = channel=voice intent=claims skill=lang_es -> claims
+ * Every condition given must hold; the first matching rule names the queue. */
+struct routing_rule {
+    char *channel;  /* NULL: any */
+    char *intent;   /* NULL: any */
+    char *skill;    /* NULL: any; else one of the interaction's skills */
+    char *queue;
+    int line;
+};
+
 struct queue_conf {
     char *name;
     char *channels;         /* space-separated channel names this queue serves */
@@ -76,6 +88,9 @@ struct config {
     int reject_block;
     int max_no_answer;
     int stats_window;
+
+    struct routing_rule rules[CONFIG_MAX_RULES];
+    int n_rules;
 
     struct queue_conf *queues[CONFIG_MAX_QUEUES];
     int n_queues;

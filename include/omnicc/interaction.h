@@ -33,6 +33,7 @@ struct interaction {
     char *case_id;          /* explicit case reference */
     char *queue;
     char *skills;           /* space-separated */
+    char *intent;           /* what the customer wants (IVR choice, chat topic, metadata.intent) */
     int priority;           /* 0-100, explicit boost in steps of [routing] priority_step */
     char *metadata;         /* compact JSON object text */
 };

@@ -90,6 +90,27 @@ static void test_queue_sections(void **state)
     config_free(cfg);
 }
 
+static void test_routing_rules(void **state)
+{
+    char *err = NULL;
+    struct config *cfg = load_text(TOKEN "[routing]\nrule = channel=voice intent=claims -> claims\n"
+                                         "rule = skill=lang_en -> english\n"
+                                         "[queue claims]\n[queue english]\n",
+                                   &err);
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_rules, 2);
+    assert_string_equal(cfg->rules[0].channel, "voice");
+    assert_string_equal(cfg->rules[0].intent, "claims");
+    assert_null(cfg->rules[0].skill);
+    assert_string_equal(cfg->rules[0].queue, "claims");
+    assert_string_equal(cfg->rules[1].skill, "lang_en");
+    config_free(cfg);
+    expect_error(TOKEN "[routing]\nrule = channel=voice\n", 4, "rule", "->");
+    expect_error(TOKEN "[routing]\nrule = colour=red -> default\n", 4, "rule", "bad condition");
+    expect_error(TOKEN "[routing]\nrule = channel=voice -> nowhere\n", 4, "rule", "no queue");
+}
+
 static void test_sample_config_is_valid(void **state)
 {
     char *err = NULL;
@@ -105,6 +126,7 @@ int main(void)
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_errors_name_line_and_key),
         cmocka_unit_test(test_queue_sections),
+        cmocka_unit_test(test_routing_rules),
         cmocka_unit_test(test_sample_config_is_valid),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
