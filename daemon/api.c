@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "omnicc/config.h"
+#include "omnicc/log.h"
+#include "omnicc/store.h"
 
 static const struct config *live_cfg;
 
@@ -33,8 +35,7 @@ bool api_reply_script_error(struct http_req *r, const char *err)
     };
     if (!err)
         return false;
-    if (strcmp(err, "unavailable") == 0 || strcmp(err, "timeout") == 0 ||
-        strcmp(err, "shutting down") == 0) {
+    if (store_error_is_transient(err)) {
         http_reply_unavailable(r, err);
         return true;
     }
@@ -45,12 +46,7 @@ bool api_reply_script_error(struct http_req *r, const char *err)
             return true;
         }
     }
-    if (strncmp(err, "LOADING", 7) == 0 || strncmp(err, "BUSY", 4) == 0 ||
-        strncmp(err, "READONLY", 8) == 0 || strncmp(err, "NOREPLICAS", 10) == 0 ||
-        strncmp(err, "MASTERDOWN", 10) == 0 || strncmp(err, "OOM", 3) == 0) {
-        http_reply_unavailable(r, "redis busy");
-        return true;
-    }
+    log_error("api: unexpected storage error: %s", err);
     http_reply_error(r, 500, "internal", "storage error");
     return true;
 }

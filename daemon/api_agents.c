@@ -18,10 +18,13 @@
 #define AGENT_PAGE_MAX 500
 
 static const char *const agent_lists[] = {"queues", NULL};
+static char created_marker;
+#define CREATED ((void *)&created_marker) /* r->data of a POST that created the agent */
 
 static void agent_json_done(const redisReply *reply, const char *err, void *arg)
 {
-    api_reply_script_json(arg, reply, err, agent_lists);
+    struct http_req *r = arg;
+    api_reply_script_json_status(r, r->data == CREATED ? 201 : 200, reply, err, agent_lists);
 }
 
 static void read_agent(struct http_req *r, const char *id)
@@ -38,7 +41,8 @@ static void upsert_done(const redisReply *reply, const char *err, void *arg)
         api_reply_script_error(r, err);
         return;
     }
-    r->data = (void *)1; /* created/updated: answer with the agent as stored */
+    if (r->route->method == EVHTTP_REQ_POST)
+        r->data = CREATED; /* answer with the agent as stored, 201 */
     read_agent(r, reply->element[0]->str);
 }
 

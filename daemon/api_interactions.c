@@ -73,6 +73,12 @@ static void fix_empty_lists(json_t *obj, const char *const *keys)
 void api_reply_script_json(struct http_req *r, const redisReply *reply, const char *err,
                            const char *const *list_keys)
 {
+    api_reply_script_json_status(r, 200, reply, err, list_keys);
+}
+
+void api_reply_script_json_status(struct http_req *r, int status, const redisReply *reply,
+                                  const char *err, const char *const *list_keys)
+{
     if (err) {
         api_reply_script_error(r, err);
         return;
@@ -88,7 +94,7 @@ void api_reply_script_json(struct http_req *r, const redisReply *reply, const ch
     }
     if (list_keys)
         fix_empty_lists(obj, list_keys);
-    http_reply_json(r, 200, obj);
+    http_reply_json(r, status, obj);
 }
 
 static void get_done(const redisReply *reply, const char *err, void *arg)

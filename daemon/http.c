@@ -227,7 +227,7 @@ void http_reply_unavailable(struct http_req *r, const char *why)
     if (r->req)
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", "1");
     http_reply_error(r, 503, "unavailable", "storage unavailable (%s); retry later",
-                     why ? why : "redis");
+                     why && strcmp(why, "ok") != 0 ? why : "redis");
 }
 
 json_t *http_body_json_object(struct http_req *r)

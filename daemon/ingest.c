@@ -75,10 +75,12 @@ static void ingest_done(const redisReply *reply, const char *err, void *arg)
             fail_with(p.cb, p.arg, 404, "not_found", err + 14);
         else if (strncmp(err, "ERR_INVALID ", 12) == 0)
             fail_with(p.cb, p.arg, 400, "invalid_field", err + 12);
+        else if (store_error_is_transient(err))
+            fail_with(p.cb, p.arg, 503, "unavailable", err);
         else {
-            if (strcmp(err, "unavailable") != 0 && strcmp(err, "timeout") != 0)
-                log_error("ingest: script failed: %s", err);
-            fail_with(p.cb, p.arg, 503, "unavailable", "storage unavailable");
+            /* a bug, not an outage: retrying would not help, so no 503 */
+            log_error("ingest: script failed: %s", err);
+            fail_with(p.cb, p.arg, 500, "internal", "storage error");
         }
         return;
     }

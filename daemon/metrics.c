@@ -71,7 +71,7 @@ void metrics_render(struct evbuffer *out)
                         m.ingest_sum_ms / 1000.0, m.ingest_count);
     const struct store_stats *s = store_get_stats();
     evbuffer_add_printf(out,
-                        "# HELP omnicc_redis_round_trips_total Commands sent to Redis.\n"
+                        "# HELP omnicc_redis_round_trips_total Commands sent to Redis (both connections).\n"
                         "# TYPE omnicc_redis_round_trips_total counter\n"
                         "omnicc_redis_round_trips_total %llu\n"
                         "# HELP omnicc_redis_reconnects_total Connections to Redis lost.\n"

@@ -109,6 +109,17 @@ const char *store_status(void)
     return main_conn.state == STORE_READY ? "ok" : (main_conn.why ? main_conn.why : "connecting");
 }
 
+bool store_error_is_transient(const char *err)
+{
+    static const char *const prefixes[] = {"unavailable", "timeout", "shutting down", "LOADING",
+                                           "BUSY", "READONLY", "NOREPLICAS", "MASTERDOWN",
+                                           "TRYAGAIN", "CLUSTERDOWN", "OOM"};
+    for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
+        if (strncmp(err, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
 const struct store_stats *store_get_stats(void)
 {
     return &st.stats;

@@ -29,5 +29,5 @@ elseif action == 'note' then
 else
   return fail('ERR_INVALID', 'unknown action')
 end
-event_add(now, {'type', 'case.' .. action, 'case', case_id, 'customer', owner})
+emit(now, 'case.' .. action, nil, {case = case_id, customer = owner, status = status})
 return {case_id, status, hid}

@@ -69,6 +69,7 @@ if case_id and case_id ~= '' then
   ckey_case = B .. 'case:' .. case_id
   if redis.call('HGET', ckey_case, 'status') ~= 'open' then
     redis.call('HSET', ckey_case, 'status', 'open')
+    redis.call('HDEL', ckey_case, 'closed_at')
     history_add(case_id, now, {'type', 'case.reopened', 'by', 'interaction', 'interaction', ix_id})
     local p = redis.call('HGET', ckey_case, 'policy') or ''
     local owner = redis.call('HGET', ckey_case, 'customer_id')
@@ -113,7 +114,7 @@ if ix.priority and ix.priority > 0 then redis.call('HSET', ikey, 'priority', ix.
 redis.call('SET', idem, ix_id)
 
 local summary = ix.subject or ''
-if summary == '' and ix.body then summary = string.sub(ix.body, 1, 280) end
+if summary == '' and ix.body then summary = utf8_prefix(ix.body, 280) end
 history_add(case_id, now, {'type', 'interaction.received', 'interaction', ix_id,
             'channel', ix.channel, 'direction', ix.direction, 'from', ix.from or '',
             'summary', summary})

@@ -37,6 +37,17 @@ local function event_add(now, fields)
   return redis.call('XADD', unpack(args))
 end
 
+-- the first n bytes of s, cut back to a whole UTF-8 character
+local function utf8_prefix(s, n)
+  if #s <= n then return s end
+  while n > 0 do
+    local b = string.byte(s, n + 1)
+    if not b or b < 0x80 or b >= 0xC0 then break end
+    n = n - 1
+  end
+  return string.sub(s, 1, n)
+end
+
 local function fail(code, msg)
   return redis.error_reply(code .. ' ' .. msg)
 end

@@ -6,11 +6,11 @@ local into, from = ARGV[1], ARGV[2]
 local now = now_ms()
 if redis.call('EXISTS', B .. 'cust:' .. into) == 0 then return fail('ERR_NOT_FOUND', 'no customer ' .. into) end
 if redis.call('EXISTS', B .. 'cust:' .. from) == 0 then return fail('ERR_NOT_FOUND', 'from: no customer ' .. from) end
+if into == from then return fail('ERR_INVALID', 'from: cannot merge a customer into itself') end
 local ri, rf = resolve_customer(into), resolve_customer(from)
 if ri ~= into then return fail('ERR_CONFLICT', into .. ' was merged into ' .. ri) end
 if rf == into then return {into, 0} end          -- already merged: idempotent
 if rf ~= from then return fail('ERR_CONFLICT', 'from: ' .. from .. ' was merged into ' .. rf) end
-if into == from then return fail('ERR_INVALID', 'from: cannot merge a customer into itself') end
 
 local ik, fk = B .. 'cust:' .. into, B .. 'cust:' .. from
 for _, m in ipairs(redis.call('SMEMBERS', fk .. ':ids')) do
@@ -38,5 +38,5 @@ if fname and not redis.call('HGET', ik, 'name') then redis.call('HSET', ik, 'nam
 redis.call('HSET', fk, 'merged_into', into, 'updated_at', now)
 redis.call('HSET', ik, 'updated_at', now)
 redis.call('RPUSH', ik .. ':merges', cjson.encode({at = now, from = from}))
-event_add(now, {'type', 'customer.merged', 'from', from, 'into', into})
+emit(now, 'customer.merged', nil, {from = from, into = into})
 return {into, moved}

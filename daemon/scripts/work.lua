@@ -73,7 +73,7 @@ elseif op == 'complete' then
     qstat(ix.queue, now, 'handled')
     qstat(ix.queue, now, 'handle_sum_ms', now - tonumber(ix.assigned_at or now))
   end
-  finish('completed', 'interaction.completed', {'agent', ix.agent or ''})
+  finish('completed', 'interaction.completed', {'agent', ix.agent or '', 'note', args.note or ''})
   return {ix_id, 'completed'}
 elseif op == 'transfer' then
   if ix.state ~= 'assigned' then return fail('ERR_CONFLICT', ix_id .. ' is ' .. ix.state .. ', not assigned') end

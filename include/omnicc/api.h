@@ -29,6 +29,9 @@ void api_ingest(struct http_req *r, const struct interaction *ix);
 void api_reply_script_json(struct http_req *r, const struct redisReply *reply, const char *err,
                            const char *const *list_keys);
 
+void api_reply_script_json_status(struct http_req *r, int status, const struct redisReply *reply,
+                                  const char *err, const char *const *list_keys);
+
 /* Map a script error reply ("ERR_NOT_FOUND ...") to an HTTP error; true if it was one. */
 bool api_reply_script_error(struct http_req *r, const char *err);
 

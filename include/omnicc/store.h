@@ -62,6 +62,10 @@ bool store_reader_ready(void);
 int store_stream_read(const char *stream_suffix, const char *last_id, int block_ms, int count,
                       store_cb *cb, void *arg) __attribute__((warn_unused_result));
 
+/* True for failures a retry can cure (connection lost, timeout, Redis loading, busy,
+ * read-only replica, no replicas): callers answer 503 + Retry-After. */
+bool store_error_is_transient(const char *err);
+
 /* Counters for /metrics. */
 struct store_stats {
     unsigned long long round_trips, reconnects, timeouts, errors;
