@@ -93,8 +93,8 @@ static void case_action(struct http_req *r, const char *action, bool text_requir
         json_object_foreach(obj, key, v)
         {
             if (strcmp(key, field) != 0 && strcmp(key, "author") != 0) {
-                json_decref(obj);
                 http_reply_error(r, 400, "invalid_field", "%.40s: unknown field", key);
+                json_decref(obj); /* owns key: only after the reply is formatted */
                 return;
             }
         }

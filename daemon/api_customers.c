@@ -45,8 +45,15 @@ static void find_customer(struct http_req *r)
         const char *v = http_query(r, by[i].param);
         if (!v)
             continue;
-        char norm[IDENT_MAX];
+        char norm[IDENT_MAX], fixed[IDENT_MAX];
         const char *why = NULL;
+        /* A form-encoded query turns an unescaped '+' into a space: "?phone=+44..." arrives
+         * as " 44...". A phone number cannot start with a space, so restore the '+'. */
+        if (by[i].kind == IDENT_PHONE && v[0] == ' ' && v[1] >= '0' && v[1] <= '9' &&
+            strlen(v) < sizeof(fixed)) {
+            snprintf(fixed, sizeof(fixed), "+%s", v + 1);
+            v = fixed;
+        }
         if (strlen(v) >= IDENT_MAX ||
             identity_normalize(by[i].kind, v, norm, sizeof(norm), &why) < 0) {
             http_reply_error(r, 400, "invalid_field", "%s: %s", by[i].param,

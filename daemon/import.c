@@ -14,9 +14,12 @@
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
+#define IMPORT_WINDOW 4 /* batches in flight: each waits behind at most 3 others in Redis */
+
 struct import_job {
     const struct config *cfg;
     json_t *batches;  /* array of arrays of records */
+    size_t next_batch;
     json_t *rejects;  /* [{line, reason}] (listed up to a bound) */
     long lines, rejected, valid;
     long created, updated, conflicts;
@@ -227,8 +230,34 @@ void import_job_feed(struct import_job *job, const char *data, size_t len)
     }
 }
 
+static void batch_done(const redisReply *reply, const char *err, void *arg);
+
+/* Send batches until IMPORT_WINDOW are in flight. Sending them all at once would queue a
+ * large import behind itself in Redis past every command deadline. */
+static void send_more(struct import_job *job)
+{
+    while (job->outstanding < IMPORT_WINDOW && job->next_batch < json_array_size(job->batches)) {
+        json_t *batch = json_array_get(job->batches, job->next_batch++);
+        if (job->failed) {
+            job->failed++; /* after a failure the rest is not attempted: repeat the import */
+            continue;
+        }
+        char *text = json_dumps(batch, JSON_COMPACT);
+        const char *argv[1] = {text};
+        if (store_script(SCRIPT_IMPORT_CUSTOMERS, 1, argv, NULL, batch_done, job) == 0) {
+            job->outstanding++;
+        } else {
+            job->failed++;
+            if (!job->storage_error)
+                job->storage_error = xstrdup("unavailable");
+        }
+        free(text);
+    }
+}
+
 static void release(struct import_job *job)
 {
+    send_more(job);
     if (--job->outstanding == 0)
         job->done(job, job->done_arg);
 }
@@ -254,22 +283,8 @@ int import_job_run(struct import_job *job, import_done_fn *done, void *arg)
         return -1;
     job->done = done;
     job->done_arg = arg;
-    size_t i;
-    json_t *batch;
-    job->outstanding = 1; /* held until every batch is sent */
-    json_array_foreach(job->batches, i, batch)
-    {
-        char *text = json_dumps(batch, JSON_COMPACT);
-        const char *argv[1] = {text};
-        job->outstanding++;
-        if (store_script(SCRIPT_IMPORT_CUSTOMERS, 1, argv, NULL, batch_done, job) < 0) {
-            job->outstanding--;
-            job->failed++;
-            if (!job->storage_error)
-                job->storage_error = xstrdup("unavailable");
-        }
-        free(text);
-    }
+    job->outstanding = 1; /* our own hold, released below */
+    send_more(job);
     release(job); /* fires done now if no batch could be sent */
     return 0;
 }

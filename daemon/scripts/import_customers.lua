@@ -12,7 +12,13 @@ for _, r in ipairs(recs) do
   if not cust then
     for _, pair in ipairs(r.ids) do
       local c = redis.call('GET', B .. 'idx:' .. pair[1] .. ':' .. pair[2])
-      if c then cust = resolve_customer(c) break end
+      if c then
+        c = resolve_customer(c)
+        -- a customer imported under another insurer id is another policyholder: the shared
+        -- identifier becomes a conflict below, never a silent merge
+        local ext = redis.call('HGET', B .. 'cust:' .. c, 'external_id')
+        if not ext or ext == r.id then cust = c break end
+      end
     end
   end
   if cust then

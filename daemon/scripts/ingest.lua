@@ -36,7 +36,10 @@ for _, pair in ipairs(ix.ids) do
 end
 
 local cust
-if #found == 0 then
+if #found == 0 and case_id and case_id ~= '' then
+  -- nothing identifies the sender, but the case does: it is its owner's interaction
+  cust = resolve_customer(redis.call('HGET', B .. 'case:' .. case_id, 'customer_id'))
+elseif #found == 0 then
   cust = 'P-' .. redis.call('INCR', B .. 'seq:cust')
   redis.call('HSET', B .. 'cust:' .. cust, 'id', cust, 'created_at', now, 'segment', 'standard')
 else

@@ -44,10 +44,11 @@ class RedisServer:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(
-            ['redis-server', '--port', str(self.port), '--bind', '127.0.0.1', '--dir', self.dir,
-             '--save', '', '--appendonly', 'yes', '--daemonize', 'no'] + self.extra,
-            stdout=open(os.path.join(self.dir, 'redis.log'), 'ab'), stderr=subprocess.STDOUT)
+        with open(os.path.join(self.dir, 'redis.log'), 'ab') as out:
+            self.proc = subprocess.Popen(
+                ['redis-server', '--port', str(self.port), '--bind', '127.0.0.1', '--dir', self.dir,
+                 '--save', '', '--appendonly', 'yes', '--daemonize', 'no'] + self.extra,
+                stdout=out, stderr=subprocess.STDOUT)
         wait_for(self.ping, what='redis-server')
 
     def ping(self):
@@ -74,27 +75,57 @@ class RedisServer:
             self.proc.wait(10)
         self.proc = None
 
+    def kill(self, sig=signal.SIGKILL):
+        """Signal redis-server (SIGKILL: a crash; SIGSTOP: a hang) without waiting."""
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+            self.proc = None
+
+
+def redis_cli_unix(sock, *args):
+    """redis-cli against a unix socket (the embedded Redis), --no-raw output stripped."""
+    out = subprocess.run(['redis-cli', '-s', sock, '--no-raw'] + [str(a) for a in args],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip().strip('"')
+
 
 class Omniccd:
-    def __init__(self, tmp, redis_url=None, extra_config='', name='omniccd'):
+    """One omniccd process. The config file has the sections [daemon], [http], [api] and
+    (with redis_url) [redis]; extra_config is appended verbatim, and since a section may be
+    re-opened later in the file (the last value of a key wins), extra_config can add or
+    override keys of those sections too, e.g. '[http]\\nmax_body = 4096\\n'.
+    token_file: write `token_file = PATH` instead of `token = TOKEN` (the file must exist);
+    requests then authenticate with self.token, which the caller keeps up to date."""
+    token = TOKEN  # also for instances made without __init__ (Omniccd.__new__)
+
+    def __init__(self, tmp, redis_url=None, extra_config='', name='omniccd', token=TOKEN,
+                 token_file=None, start=True):
         self.dir = os.path.join(tmp, '%s-%d' % (name, free_port()))
         os.makedirs(self.dir)
         self.port = free_port()
+        self.token = token
+        self.state_dir = os.path.join(self.dir, 'state')
         self.config_path = os.path.join(self.dir, 'omniccd.conf')
         self.log_path = os.path.join(self.dir, 'omniccd.log')
         with open(self.config_path, 'w') as f:
-            f.write('[daemon]\nstate_dir = %s\nlog_level = debug\n' % os.path.join(self.dir, 'state'))
+            f.write('[daemon]\nstate_dir = %s\nlog_level = debug\n' % self.state_dir)
             f.write('[http]\nlisten = 127.0.0.1:%d\n' % self.port)
-            f.write('[api]\ntoken = %s\n' % TOKEN)
+            if token_file:
+                f.write('[api]\ntoken_file = %s\n' % token_file)
+            else:
+                f.write('[api]\ntoken = %s\n' % token)
             if redis_url:
                 f.write('[redis]\nurl = %s\ncommand_timeout = 1000\n' % redis_url)
             f.write(extra_config)
         self.proc = None
-        self.start()
+        if start:
+            self.start()
 
     def start(self, wait=True):
-        self.proc = subprocess.Popen([OMNICCD, '-c', self.config_path],
-                                     stdout=open(self.log_path, 'ab'), stderr=subprocess.STDOUT)
+        with open(self.log_path, 'ab') as out:
+            self.proc = subprocess.Popen([OMNICCD, '-c', self.config_path],
+                                         stdout=out, stderr=subprocess.STDOUT)
         if wait:
             wait_for(lambda: self.request('GET', '/healthz', auth=False)[0] == 200, 15,
                      'omniccd healthy')
@@ -104,7 +135,7 @@ class Omniccd:
         conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
         h = dict(headers or {})
         if auth:
-            h.setdefault('Authorization', 'Bearer ' + TOKEN)
+            h.setdefault('Authorization', 'Bearer ' + self.token)
         data = None
         if body is not None:
             if isinstance(body, (bytes, str)):
@@ -149,11 +180,12 @@ class Omniccd:
 class TestCase(unittest.TestCase):
     """Starts one redis-server and one omniccd per test class."""
     extra_config = ''
+    redis_extra = ()
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix='omnicc-test-')
-        cls.redis = RedisServer(cls.tmp)
+        cls.redis = RedisServer(cls.tmp, cls.redis_extra)
         cls.d = Omniccd(cls.tmp, cls.redis.url, cls.extra_config)
 
     @classmethod
