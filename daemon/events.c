@@ -30,8 +30,11 @@ struct client {
     struct client *next;       /* in its bucket (or the supervisor list) */
     struct client *reap_next;  /* on the reap list once closed */
     struct evhttp_request *req;
+    struct evhttp_request *orphan; /* closed by the client: the request is ours to free */
     enum client_state state;
     char agent[72];            /* "" for a supervisor stream */
+    char session[72];          /* a web chat visitor's stream: its session ("" otherwise) */
+    void (*on_gone)(const char *session);
     char last_id[48];          /* last entry id delivered */
     struct evbuffer *held;     /* live frames that arrived during catch-up */
     int pending_ops;           /* catch-up reply outstanding: do not free yet */
@@ -46,6 +49,7 @@ static struct {
     char last_id[48];
     bool reading;
     int count;
+    events_tap_fn *tap;
 } ev;
 
 static unsigned bucket_of(const char *agent)
@@ -72,8 +76,9 @@ static int id_cmp(const char *a, const char *b)
     return as < bs ? -1 : as > bs ? 1 : 0;
 }
 
-/* Stream entry fields: at, type, agent, data (JSON). */
-static void format_frame(struct evbuffer *out, const redisReply *entry)
+/* Stream entry fields: at, type, agent, data (JSON) [, session]. Visitor streams never
+ * see agent ids (hide_agent). */
+static void format_frame(struct evbuffer *out, const redisReply *entry, bool hide_agent)
 {
     const redisReply *id = entry->element[0], *f = entry->element[1];
     const char *type = "event", *agent = "", *data = "{}", *at = "0";
@@ -88,6 +93,8 @@ static void format_frame(struct evbuffer *out, const redisReply *entry)
         else if (strcmp(k, "at") == 0)
             at = v;
     }
+    if (hide_agent)
+        agent = "";
     /* agent ids and types are validated names; data is JSON from cjson (no newlines) */
     evbuffer_add_printf(out, "id: %s\nevent: %s\ndata: {\"id\":\"%s\",\"type\":\"%s\",\"at\":%s,"
                              "\"agent\":\"%s\",\"data\":%s}\n\n",
@@ -101,11 +108,11 @@ static void send_to(struct client *c, const redisReply *entry)
         return;
     if (c->state == CLIENT_CATCHING_UP) {
         if (evbuffer_get_length(c->held) < (1u << 20))
-            format_frame(c->held, entry);
+            format_frame(c->held, entry, c->session[0] != '\0');
         return;
     }
     struct evbuffer *b = evbuffer_new();
-    format_frame(b, entry);
+    format_frame(b, entry, c->session[0] != '\0');
     evhttp_send_reply_chunk(c->req, b);
     evbuffer_free(b);
     snprintf(c->last_id, sizeof(c->last_id), "%s", id);
@@ -130,6 +137,15 @@ static void dispatch_entry(const redisReply *entry)
                 send_to(c, entry);
     for (struct client *c = ev.supervisors; c; c = c->next)
         send_to(c, entry);
+    const char *session = entry_field(entry, "session");
+    if (session && *session)
+        for (struct client *c = ev.buckets[bucket_of(session)]; c; c = c->next)
+            if (c->session[0] && strcmp(c->session, session) == 0)
+                send_to(c, entry);
+    if (ev.tap)
+        ev.tap(type ? type : "", agent ? agent : "", session ? session : "",
+               entry_field(entry, "data") ? entry_field(entry, "data") : "{}",
+               entry->element[0]->str);
     if (type && strcmp(type, "offer") == 0) {
         /* whoever made the offer, this instance can expire it on time */
         json_t *d = json_loads(entry_field(entry, "data"), 0, NULL);
@@ -183,10 +199,11 @@ static void on_top(const redisReply *reply, const char *err, void *arg)
 
 static void read_more(void)
 {
-    if (ev.reading || !store_reader_ready())
+    if (ev.reading)
         return;
     if (strcmp(ev.last_id, "$") == 0) {
-        /* start from the newest entry by id, so no gap opens between two reads */
+        /* start from the newest entry by id, so no gap opens between two reads; asked on
+         * the main connection, so it is ordered before any command sent after it */
         char key[256];
         snprintf(key, sizeof(key), "%sevents", store_key_base());
         const char *argv[] = {"XREVRANGE", key, "+", "-", "COUNT", "1"};
@@ -194,13 +211,22 @@ static void read_more(void)
             ev.reading = true;
         return;
     }
+    if (!store_reader_ready())
+        return;
     if (store_stream_read("events", ev.last_id, READ_BLOCK_MS, READ_COUNT, on_read, NULL) == 0)
         ev.reading = true;
 }
 
+static struct client **client_list(struct client *c)
+{
+    if (c->session[0])
+        return &ev.buckets[bucket_of(c->session)];
+    return c->agent[0] ? &ev.buckets[bucket_of(c->agent)] : &ev.supervisors;
+}
+
 static void client_unlink(struct client *c)
 {
-    struct client **pp = c->agent[0] ? &ev.buckets[bucket_of(c->agent)] : &ev.supervisors;
+    struct client **pp = client_list(c);
     for (; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -215,11 +241,18 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     if (c->state == CLIENT_CLOSED)
         return;
     c->state = CLIENT_CLOSED;
+    /* When the client hung up, libevent detached the unfinished request from the connection
+     * and leaves it to us (the reaper frees it); when the daemon closes the connection, the
+     * request is still attached and libevent frees it with the connection. */
+    if (c->req && !evhttp_request_get_connection(c->req))
+        c->orphan = c->req;
     c->req = NULL;
     client_unlink(c);
     c->reap_next = ev.reap;
     ev.reap = c;
     ev.count--;
+    if (c->on_gone)
+        c->on_gone(c->session);
 }
 
 static void reap(void)
@@ -229,6 +262,8 @@ static void reap(void)
         struct client *c = *pp;
         if (c->pending_ops == 0) {
             *pp = c->reap_next;
+            if (c->orphan)
+                evhttp_request_free(c->orphan);
             evbuffer_free(c->held);
             free(c);
         } else {
@@ -284,7 +319,7 @@ static void on_catchup(const redisReply *reply, const char *err, void *arg)
         for (size_t i = 0; i < reply->elements; i++) {
             if (!entry_ok(reply->element[i]))
                 continue;
-            format_frame(b, reply->element[i]);
+            format_frame(b, reply->element[i], c->session[0] != '\0');
             snprintf(c->last_id, sizeof(c->last_id), "%s", reply->element[i]->element[0]->str);
         }
         evhttp_send_reply_chunk(c->req, b);
@@ -307,7 +342,8 @@ static void on_catchup(const redisReply *reply, const char *err, void *arg)
     go_live(c);
 }
 
-void events_subscribe(struct http_req *r, const char *agent_id)
+static void subscribe(struct http_req *r, const char *agent_id, const char *session,
+                      void (*on_gone)(const char *session))
 {
     const char *last = r->req ? evhttp_find_header(evhttp_request_get_input_headers(r->req),
                                                    "Last-Event-ID")
@@ -318,6 +354,8 @@ void events_subscribe(struct http_req *r, const char *agent_id)
     struct client *c = xcalloc(1, sizeof(*c));
     c->held = evbuffer_new();
     snprintf(c->agent, sizeof(c->agent), "%s", agent_id ? agent_id : "");
+    snprintf(c->session, sizeof(c->session), "%s", session ? session : "");
+    c->on_gone = on_gone;
     snprintf(c->last_id, sizeof(c->last_id), "%s", valid_last ? last : "0-0");
     c->req = http_begin_stream(r, "text/event-stream", on_client_close, c);
     if (!c->req) {
@@ -325,10 +363,15 @@ void events_subscribe(struct http_req *r, const char *agent_id)
         free(c);
         return;
     }
-    struct client **head = c->agent[0] ? &ev.buckets[bucket_of(c->agent)] : &ev.supervisors;
+    struct client **head = client_list(c);
     c->next = *head;
     *head = c;
     ev.count++;
+    /* A reader without a start yet would take the newest entry when it gets one, skipping
+     * whatever this stream should see until then: its start is fixed first (read_more asks
+     * on the main connection, where this stream's own commands and scripts follow it). */
+    if (strcmp(ev.last_id, "$") == 0)
+        read_more();
     if (!valid_last) {
         /* a fresh stream starts now: nothing older than what the reader has seen */
         snprintf(c->last_id, sizeof(c->last_id), "%s",
@@ -338,8 +381,11 @@ void events_subscribe(struct http_req *r, const char *agent_id)
     }
     c->state = CLIENT_CATCHING_UP;
     char key[256], start[64], count[16];
-    snprintf(key, sizeof(key), "%s%s%s%s", store_key_base(), c->agent[0] ? "agent:" : "events",
-             c->agent, c->agent[0] ? ":events" : "");
+    if (c->session[0])
+        snprintf(key, sizeof(key), "%schat:%s:events", store_key_base(), c->session);
+    else
+        snprintf(key, sizeof(key), "%s%s%s%s", store_key_base(),
+                 c->agent[0] ? "agent:" : "events", c->agent, c->agent[0] ? ":events" : "");
     snprintf(start, sizeof(start), "(%s", c->last_id);
     snprintf(count, sizeof(count), "%d", CATCHUP_MAX);
     const char *argv[] = {"XRANGE", key, start, "+", "COUNT", count};
@@ -347,6 +393,22 @@ void events_subscribe(struct http_req *r, const char *agent_id)
         c->pending_ops++;
     else
         go_live(c);
+}
+
+void events_subscribe(struct http_req *r, const char *agent_id)
+{
+    subscribe(r, agent_id, NULL, NULL);
+}
+
+void events_subscribe_session(struct http_req *r, const char *session,
+                              void (*on_gone)(const char *session))
+{
+    subscribe(r, NULL, session, on_gone);
+}
+
+void events_set_tap(events_tap_fn *tap)
+{
+    ev.tap = tap;
 }
 
 void events_start(struct event_base *base)

@@ -255,10 +255,11 @@ local function route_interaction(ix_id, now)
 end
 
 -- An agent with capacity: the best waiting interaction across its queues and channels,
--- repeated while capacity remains. Cost: its queues x channels x O(log n) per offer.
+-- repeated while capacity remains. Cost: its queues x channels x O(log n) per offer, at
+-- most capacity_total (<= 500) offers: each one takes a unit of it.
 local function route_agent(aid, now)
   local offers = 0
-  for _ = 1, 20 do
+  for _ = 1, 500 do
     local a = agent_get(aid)
     if not a or a.presence ~= 'available' then break end
     local best_ix, best_score
@@ -328,7 +329,11 @@ local function reservation_end(resv, now, how)
   if block > 0 then
     redis.call('HSET', ikey .. ':excl', aid, now + block * 1000)
     redis.call('EXPIRE', ikey .. ':excl', block + 60)
-    redis.call('ZADD', B .. 'deadlines', now + block * 1000, 'excl:' .. ix_id)
+    -- one deadline per interaction, at the earliest block end (sweep re-arms the next)
+    local due = redis.call('ZSCORE', B .. 'deadlines', 'excl:' .. ix_id)
+    if not due or tonumber(due) > now + block * 1000 then
+      redis.call('ZADD', B .. 'deadlines', now + block * 1000, 'excl:' .. ix_id)
+    end
   end
   local ix = hash_to_table(redis.call('HGETALL', ikey))
   if ix.state == 'offered' and ix.reservation == resv then

@@ -47,8 +47,15 @@ for _, m in ipairs(due) do
       history_add(ix.case_id, now, {'type', 'interaction.completed', 'interaction', id, 'agent', ix.agent})
       emit(now, 'interaction.completed', ix.agent, {interaction = id, agent = ix.agent, case = ix.case_id})
       route_agent(ix.agent, now)
-    elseif kind == 'excl' and ix.state == 'queued' then
-      route_interaction(id, now)
+    elseif kind == 'excl' and (ix.state == 'queued' or ix.state == 'offered') then
+      if ix.state == 'queued' then route_interaction(id, now) end
+      -- the next block of this interaction to end (one per agent that let it go)
+      local ex, nxt = redis.call('HGETALL', ikey .. ':excl'), nil
+      for i = 2, #ex, 2 do
+        local u = tonumber(ex[i])
+        if u > now and (not nxt or u < nxt) then nxt = u end
+      end
+      if nxt then redis.call('ZADD', B .. 'deadlines', nxt, 'excl:' .. id) end
     end
   end
 end

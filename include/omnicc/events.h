@@ -16,4 +16,17 @@ void events_stop(void);
 void events_subscribe(struct http_req *r, const char *agent_id);
 int events_client_count(void);
 
+/* Web chat visitors (channels/webchat.c): take over r as the SSE stream of one chat
+ * session. It gets the entries of the 'events' stream that carry a 'session' field equal
+ * to session (agent ids blanked), and replays from the session's own stream
+ * 'chat:<session>:events' (same entry ids) on Last-Event-ID. on_gone (may be NULL) runs
+ * when that stream closes, with the session id. */
+void events_subscribe_session(struct http_req *r, const char *session,
+                              void (*on_gone)(const char *session));
+/* One observer of every entry read from the stream, on every instance (NULL to remove):
+ * type, agent, session ("" when absent), data (JSON text), entry id. */
+typedef void events_tap_fn(const char *type, const char *agent, const char *session,
+                           const char *data, const char *id);
+void events_set_tap(events_tap_fn *tap);
+
 #endif
