@@ -43,6 +43,7 @@ for _, m in ipairs(due) do
       end
     elseif kind == 'wrap' and ix.state == 'wrapup' then
       redis.call('HSET', ikey, 'state', 'completed', 'ended_at', now)
+      redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', ix.agent, 'last_agent_at', now)
       agent_release(ix.agent, ix.channel, now)
       history_add(ix.case_id, now, {'type', 'interaction.completed', 'interaction', id, 'agent', ix.agent})
       emit(now, 'interaction.completed', ix.agent, {interaction = id, agent = ix.agent, case = ix.case_id})

@@ -37,6 +37,10 @@ local function let_go()
 end
 
 local function finish(state, etype, fields)
+  if state == 'completed' and ix.agent then
+    -- sticky routing counts from the end of the last contact, not its start
+    redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', ix.agent, 'last_agent_at', now)
+  end
   local freed = let_go()
   redis.call('HSET', ikey, 'state', state, 'ended_at', now)
   local h = {'type', etype, 'interaction', ix_id}
