@@ -4,7 +4,10 @@
 
 #include <stddef.h>
 
+#include "webchat.h"
+
 const struct channel *const channel_table[] = {
+    &webchat_channel,
     NULL,
 };
 
@@ -14,6 +17,13 @@ int channels_start(struct event_base *base, const struct config *cfg, char **err
         if ((*c)->start && (*c)->start(base, cfg, err) < 0)
             return -1;
     return 0;
+}
+
+void channels_reload(const struct config *cfg)
+{
+    for (const struct channel *const *c = channel_table; *c; c++)
+        if ((*c)->reload)
+            (*c)->reload(cfg);
 }
 
 void channels_stop(void)

@@ -132,16 +132,42 @@ static void reopen_case(struct http_req *r)
     case_action(r, "reopen", false);
 }
 
+static void note_auth_done(const redisReply *reply, const char *err, void *arg)
+{
+    struct http_req *r = arg;
+    if (err)
+        api_reply_script_error(r, err);
+    else
+        case_action(r, "note", true);
+}
+
+/* The admin token, or an agent's token writing as itself: "author" must be that agent's id
+ * (checked against the token's hash before the note is written). */
 static void note_case(struct http_req *r)
 {
-    case_action(r, "note", true);
+    if (r->is_admin) {
+        case_action(r, "note", true);
+        return;
+    }
+    json_t *obj = json_loadb(r->body, r->body_len, 0, NULL);
+    const char *author = json_string_value(json_object_get(obj, "author"));
+    if (!author || !name_is_valid(author, 64)) {
+        json_decref(obj);
+        http_reply_error(r, 400, "invalid_field", "author: required with an agent token: your agent id");
+        return;
+    }
+    const char *argv[3] = {"auth", author, r->auth_sha};
+    int rc = store_script(SCRIPT_AGENT_READ, 3, argv, NULL, note_auth_done, r);
+    json_decref(obj);
+    if (rc < 0)
+        http_reply_unavailable(r, store_status());
 }
 
 const struct http_route api_cases_routes[] = {
     {EVHTTP_REQ_GET, "/v1/cases/{id}", HTTP_AUTH_ADMIN, get_case, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/cases/{id}/close", HTTP_AUTH_ADMIN, close_case, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/cases/{id}/reopen", HTTP_AUTH_ADMIN, reopen_case, NULL, NULL, false},
-    {EVHTTP_REQ_POST, "/v1/cases/{id}/notes", HTTP_AUTH_ADMIN, note_case, "application/json", NULL,
+    {EVHTTP_REQ_POST, "/v1/cases/{id}/notes", HTTP_AUTH_AGENT, note_case, "application/json", NULL,
      false},
     {0, NULL, 0, NULL, NULL, NULL, false},
 };

@@ -29,6 +29,8 @@ struct cfg_key {
 
 #define C(f) offsetof(struct config, f)
 #define Q(f) offsetof(struct queue_conf, f)
+#define M(f) offsetof(struct mailbox_conf, f)
+#define B(f) offsetof(struct branch_conf, f)
 
 static const struct cfg_key cfg_keys[] = {
     {"daemon", "state_dir", CFG_STR, C(state_dir), 1, 200, "/var/lib/omnicc", NULL,
@@ -43,6 +45,9 @@ static const struct cfg_key cfg_keys[] = {
      "Largest policyholder import (NDJSON) accepted by POST /v1/customers/import."},
     {"http", "read_timeout", CFG_INT, C(read_timeout), 1, 3600, "30", NULL,
      "Seconds a client may take to send a request."},
+    {"http", "web_root", CFG_STR, C(web_root), 1, 1024, NULL, NULL,
+     "Directory of the web pages (/chat/, /agent/, /supervisor/). Default: the source tree's "
+     "web/ when built from source, else the installed datadir/omnicc/web."},
     {"redis", "url", CFG_STR, C(redis_url), 1, 1024, NULL, NULL,
      "redis://host:port/db or unix:///path. Empty: omniccd runs its own redis-server."},
     {"redis", "user", CFG_STR, C(redis_user), 1, 128, NULL, NULL, "ACL user name (AUTH user pass)."},
@@ -110,6 +115,158 @@ static const struct cfg_key cfg_keys[] = {
      "Consecutive offer timeouts after which an agent is set away (reason no-answer)."},
     {"routing", "stats_window", CFG_INT, C(stats_window), 1, 120, "15", NULL,
      "Minutes of the sliding window for queue statistics."},
+    {"webchat", "allowed_origins", CFG_STR, C(webchat_allowed_origins), 0, 4096, "", NULL,
+     "Origins (https://www.insurer.example ...) whose pages may embed the chat widget (CORS)."},
+    {"webchat", "topics", CFG_STR, C(webchat_topics), 1, 4096, "general", NULL,
+     "Topics of the pre-chat form, each topic or topic:queue (default queue when omitted)."},
+    {"webchat", "visitor_key_file", CFG_STR, C(webchat_visitor_key_file), 1, 1024, NULL, NULL,
+     "HMAC key of visitor tokens; default state_dir/webchat.key (created). Share it between instances."},
+    {"webchat", "identity_secret_file", CFG_STR, C(webchat_identity_secret_file), 1, 1024, NULL, NULL,
+     "Secret shared with the insurer's site backend for identity hashes (unset: no logged-in identity)."},
+    {"webchat", "max_message", CFG_INT, C(webchat_max_message), 16, 65536, "2000", NULL,
+     "Largest chat message in bytes (413 above)."},
+    {"webchat", "visitor_rate", CFG_INT, C(webchat_visitor_rate), 1, 100000, "30", NULL,
+     "Messages one visitor may send per minute (429 above)."},
+    {"webchat", "ip_rate", CFG_INT, C(webchat_ip_rate), 1, 1000000, "600", NULL,
+     "Chat API requests per client IP address per minute, per instance (429 above)."},
+    {"webchat", "ip_session_rate", CFG_INT, C(webchat_ip_session_rate), 1, 1000000, "30", NULL,
+     "New chat sessions per client IP address per hour (429 above)."},
+    {"webchat", "visitor_ttl", CFG_INT, C(webchat_visitor_ttl), 60, 31536000, "2592000", NULL,
+     "Seconds a visitor token (cookie) stays valid."},
+    {"webchat", "leave_grace", CFG_INT, C(webchat_leave_grace), 1, 3600, "60", NULL,
+     "Seconds a waiting visitor may stay disconnected before the chat is abandoned."},
+    {"webchat", "cookie_secure", CFG_CHOICE, C(webchat_cookie_secure), 0, 0, "no", "|no|yes|",
+     "yes: the visitor cookie is Secure; SameSite=None; Partitioned (HTTPS, embedded cross-site)."},
+    {"branch", "listen", CFG_STR, C(branch_listen), 1, 256, NULL, NULL,
+     "host:port of the branch terminal bridge (TLS, client certificates required); unset: off."},
+    {"branch", "ca", CFG_STR, C(branch_ca), 1, 1024, NULL, NULL,
+     "PEM file of the CA that issues branch terminal certificates (only it is trusted)."},
+    {"branch", "cert", CFG_STR, C(branch_cert), 1, 1024, NULL, NULL,
+     "PEM certificate chain the bridge presents to terminals."},
+    {"branch", "key", CFG_STR, C(branch_key), 1, 1024, NULL, NULL,
+     "PEM private key of that certificate."},
+    {"branch", "crl", CFG_STR, C(branch_crl), 1, 1024, NULL, NULL,
+     "PEM CRL of the terminal CA (required with listen); re-read on SIGHUP."},
+    {"branch", "serial_map", CFG_STR, C(branch_serial_map), 1, 1024, NULL, NULL,
+     "Optional file of lines \"SERIAL_HEX BRANCH TERMINAL\" naming certificates without names."},
+    {"branch", "max_frame", CFG_SIZE, C(branch_max_frame), 1024, 16LL << 20, "65536", NULL,
+     "Largest frame in bytes; a larger length prefix closes the connection at once."},
+    {"branch", "rate", CFG_INT, C(branch_rate), 1, 1000000, "50", NULL,
+     "Requests per second one branch may send (token bucket, per instance)."},
+    {"branch", "burst", CFG_INT, C(branch_burst), 1, 1000000, "200", NULL,
+     "Requests a branch may send at once above its rate."},
+    {"branch", "result_ttl", CFG_INT, C(branch_result_ttl), 60, 86400 * 90, "1209600", NULL,
+     "Seconds a request's result is kept for resends of the same msg_id (spooled work)."},
+    {"branch", "purposes", CFG_STR, C(branch_purposes), 1, 1024,
+     "service claim sale complaint documents verification", NULL,
+     "Purpose codes a teller must give for a customer lookup (recorded in the access log)."},
+    {"branch", "hello_timeout", CFG_INT, C(branch_hello_timeout), 1, 600, "10", NULL,
+     "Seconds a terminal has to complete TLS and send HELLO."},
+    {"branch", "idle_timeout", CFG_INT, C(branch_idle_timeout), 5, 86400, "120", NULL,
+     "Seconds without any frame after which a terminal is disconnected (terminals PING)."},
+    {"branch", "max_connections", CFG_INT, C(branch_max_connections), 1, 1000000, "10000", NULL,
+     "Terminal connections accepted at once by this instance."},
+    {"branch", "event_poll_ms", CFG_INT, C(branch_event_poll_ms), 10, 5000, "100", NULL,
+     "How often the event stream is read for connected terminals (ms)."},
+    {"voice", "auth_token_file", CFG_STR, C(voice_auth_token_file), 1, 1024, NULL, NULL,
+     "File holding the Twilio auth token (first line); unset: the Twilio webhooks answer 404."},
+    {"voice", "account_sid", CFG_STR, C(voice_account_sid), 1, 64, NULL, NULL,
+     "Twilio account SID; when set, webhooks of any other account are refused (403)."},
+    {"voice", "public_url", CFG_STR, C(voice_public_url), 1, 512, NULL, NULL,
+     "Base URL Twilio reaches omniccd at (https://cc.example.com, no trailing slash): "
+     "signatures are checked over it, TwiML links to it. Required with auth_token_file."},
+    {"voice", "api_base", CFG_STR, C(voice_api_base), 1, 512, "https://api.twilio.com", NULL,
+     "The provider's REST API, used to place callback calls."},
+    {"voice", "caller_id", CFG_STR, C(voice_caller_id), 1, 64, NULL, NULL,
+     "Number callbacks are placed from; default: the number the customer called."},
+    {"voice", "menu", CFG_STR, C(voice_menu), 0, 2048, "", NULL,
+     "IVR menu, KEY=intent[@queue][(speech words)] ...: "
+     "\"1=claims@claims(accident,damage) 2=policies@sales\". Empty: no menu."},
+    {"voice", "welcome", CFG_STR, C(voice_welcome), 0, 1000, "Thank you for calling.", NULL,
+     "Said once when a call arrives (empty: nothing)."},
+    {"voice", "menu_prompt", CFG_STR, C(voice_menu_prompt), 1, 1000, NULL, NULL,
+     "What the menu says; default \"For claims, press 1. ...\" built from menu."},
+    {"voice", "ask_policy", CFG_CHOICE, C(voice_ask_policy), 0, 0, "no", "|no|yes|",
+     "yes: after the menu, ask for the policy number (keypad or speech) to identify the caller."},
+    {"voice", "policy_prompt", CFG_STR, C(voice_policy_prompt), 1, 1000,
+     "Please enter your policy number, then press the hash key.", NULL, "Asks for the policy number."},
+    {"voice", "policy_format", CFG_STR, C(voice_policy_format), 0, 64, "", NULL,
+     "Where keypad digits go in a policy number, # per digit (\"PL-####-######\"); empty: as typed."},
+    {"voice", "language", CFG_STR, C(voice_language), 2, 16, "en-US", NULL,
+     "Language of <Say> and speech recognition."},
+    {"voice", "say_voice", CFG_STR, C(voice_say_voice), 1, 64, NULL, NULL,
+     "Text-to-speech voice (<Say voice>, e.g. Polly.Lucia); default: the provider's."},
+    {"voice", "wait_message", CFG_STR, C(voice_wait_message), 0, 1000,
+     "All our agents are busy. Please stay on the line.", NULL, "Said when the caller starts waiting."},
+    {"voice", "position_message", CFG_STR, C(voice_position_message), 0, 1000,
+     "You are number {position} in the queue.", NULL,
+     "Said when the caller's place changes ({position}); empty: never."},
+    {"voice", "estimate_message", CFG_STR, C(voice_estimate_message), 0, 1000,
+     "Your estimated wait is {minutes} minutes.", NULL,
+     "Said with the position when an estimate exists (average handling time x place / agents)."},
+    {"voice", "hold_seconds", CFG_INT, C(voice_hold_seconds), 2, 600, "20", NULL,
+     "Seconds of hold music or silence between two checks of the caller's place (CTI retry_after)."},
+    {"voice", "hold_music_url", CFG_STR, C(voice_hold_music_url), 1, 1024, NULL, NULL,
+     "Audio played while holding (<Play>); default: silence."},
+    {"voice", "callback_prompt", CFG_STR, C(voice_callback_prompt), 1, 1000,
+     "Sorry for the wait. To be called back as soon as an agent is free, press 1. "
+     "To keep holding, stay on the line.", NULL,
+     "Offered at the queue's max_wait when its on_max_wait is callback."},
+    {"voice", "callback_confirm", CFG_STR, C(voice_callback_confirm), 1, 1000,
+     "Thank you. We will call you back. Goodbye.", NULL, "Said after a callback was requested."},
+    {"voice", "connect_message", CFG_STR, C(voice_connect_message), 0, 1000,
+     "Connecting you to an agent.", NULL, "Said before the call is put through (empty: nothing)."},
+    {"voice", "goodbye_message", CFG_STR, C(voice_goodbye_message), 1, 1000,
+     "We cannot take your call right now. Please call again later. Goodbye.", NULL,
+     "Said when the call cannot be queued or its queue closed it at max_wait."},
+    {"voice", "dial_timeout", CFG_INT, C(voice_dial_timeout), 5, 120, "20", NULL,
+     "Seconds an agent's phone rings before the caller goes back in line."},
+    {"voice", "record", CFG_CHOICE, C(voice_record), 0, 0, "no", "|no|yes|",
+     "yes: record agent calls; the recording URL lands in the case history."},
+    {"voice", "cti_secret_file", CFG_STR, C(voice_cti_secret_file), 1, 1024, NULL, NULL,
+     "File holding the CTI webhook's HMAC-SHA256 secret (docs/CTI.md); unset: it answers 404."},
+    {"voice", "cti_window", CFG_INT, C(voice_cti_window), 10, 3600, "300", NULL,
+     "Seconds a CTI request's timestamp may be off from now (replay window)."},
+    {"email", "smtp_url", CFG_STR, C(email_smtp_url), 1, 512, NULL, NULL,
+     "SMTP relay for replies: smtp://host:port (submission port 587; TLS by STARTTLS, see "
+     "smtp_starttls); unset: nothing is sent."},
+    {"email", "smtp_user", CFG_STR, C(email_smtp_user), 1, 256, NULL, NULL,
+     "SMTP AUTH user name (PLAIN or LOGIN, only over TLS)."},
+    {"email", "smtp_password_file", CFG_STR, C(email_smtp_password_file), 1, 1024, NULL, NULL,
+     "File holding the SMTP password (first line)."},
+    {"email", "smtp_starttls", CFG_CHOICE, C(email_smtp_starttls), 0, 0, "required",
+     "|required|try|no|", "STARTTLS on smtp://: required refuses to send in clear text."},
+    {"email", "smtp_workers", CFG_INT, C(email_smtp_workers), 1, 64, "2", NULL,
+     "Sending threads (each holds one SMTP session at a time)."},
+    {"email", "smtp_timeout", CFG_INT, C(email_smtp_timeout), 5, 600, "60", NULL,
+     "Seconds the relay may take to answer any one SMTP command."},
+    {"email", "retry_base", CFG_INT, C(email_retry_base), 1, 86400, "60", NULL,
+     "Seconds before the first retry after a temporary (4xx) failure; doubles each time."},
+    {"email", "retry_max", CFG_INT, C(email_retry_max), 1, 86400, "3600", NULL,
+     "Longest wait between two retries, in seconds."},
+    {"email", "max_attempts", CFG_INT, C(email_max_attempts), 1, 1000, "12", NULL,
+     "Attempts after which a temporarily failing message fails for good."},
+    {"email", "claim_idle", CFG_INT, C(email_claim_idle), 1, 86400, "120", NULL,
+     "Seconds after which a message another daemon took but never finished (it died) is sent "
+     "by this one."},
+    {"email", "outbox_poll_ms", CFG_INT, C(email_outbox_poll_ms), 50, 60000, "1000", NULL,
+     "How often the outbox is read for work queued by other daemons (ms)."},
+    {"email", "max_message", CFG_SIZE, C(email_max_message), 1024, 1LL << 30, "26214400", NULL,
+     "Largest inbound message in bytes (POST /v1/email/inbound answers 413 above; IMAP skips it)."},
+    {"email", "max_attachment", CFG_SIZE, C(email_max_attachment), 0, 1LL << 30, "10485760", NULL,
+     "Largest attachment stored, in bytes; larger ones are named in the text but not kept."},
+    {"email", "max_attachments_total", CFG_SIZE, C(email_max_attachments_total), 0, 1LL << 30,
+     "26214400", NULL, "Attachments stored per message, in bytes all together."},
+    {"email", "max_attachments", CFG_INT, C(email_max_attachments), 0, 1000, "20", NULL,
+     "Attachments stored per message."},
+    {"email", "inbound_token_file", CFG_STR, C(email_inbound_token_file), 1, 1024, NULL, NULL,
+     "Bearer token of POST /v1/email/inbound (for an MTA pipe); unset: the admin token only."},
+    {"email", "from_address", CFG_STR, C(email_from_address), 3, 320, NULL, NULL,
+     "From of replies to mail that came in through no configured mailbox."},
+    {"email", "from_name", CFG_STR, C(email_from_name), 1, 200, NULL, NULL,
+     "Display name with from_address."},
+    {"email", "msgid_domain", CFG_STR, C(email_msgid_domain), 1, 253, NULL, NULL,
+     "Domain of the Message-IDs omnicc writes; default: the From address's domain."},
     {"queue", "channels", CFG_STR, Q(channels), 1, 256, "voice email fax branch webchat", NULL,
      "Channels this queue serves."},
     {"queue", "skills", CFG_STR, Q(skills), 0, 1024, "", NULL,
@@ -130,6 +287,45 @@ static const struct cfg_key cfg_keys[] = {
      "Seconds after which on_max_wait applies (0: never)."},
     {"queue", "on_max_wait", CFG_CHOICE, Q(on_max_wait), 0, 0, "close",
      "|close|callback|voicemail|auto-reply|", "What happens at max_wait."},
+    {"branch ID", "name", CFG_STR, B(name), 1, 200, NULL, NULL, "The branch's name as shown to tellers."},
+    {"branch ID", "bank", CFG_STR, B(bank), 1, 200, NULL, NULL, "The bank the branch belongs to."},
+    {"branch ID", "region", CFG_STR, B(region), 1, 200, NULL, NULL, "Region, for reports."},
+    {"branch ID", "services", CFG_STR, B(services), 1, 2048, NULL, NULL,
+     "Services offered, each SERVICE:QUEUE (policy_inquiry claim_fnol new_policy documents)."},
+    {"branch ID", "counters", CFG_INT, B(counters), 1, 999, "1", NULL, "Number of counters."},
+    {"mailbox", "url", CFG_STR, M(url), 8, 1024, NULL, NULL,
+     "imap://host:port/FOLDER or imaps://host:port/FOLDER (required)."},
+    {"mailbox", "user", CFG_STR, M(user), 1, 256, NULL, NULL, "IMAP login (required)."},
+    {"mailbox", "password_file", CFG_STR, M(password_file), 1, 1024, NULL, NULL,
+     "File holding the IMAP password (first line; required)."},
+    {"mailbox", "starttls", CFG_CHOICE, M(starttls), 0, 0, "required", "|required|try|no|",
+     "STARTTLS on imap:// URLs: required refuses to log in over clear text."},
+    {"mailbox", "tls_verify", CFG_CHOICE, M(tls_verify), 0, 0, "yes", "|yes|no|",
+     "Verify the server's certificate (no: only for tests)."},
+    {"mailbox", "ca_file", CFG_STR, M(ca_file), 1, 1024, NULL, NULL,
+     "PEM CA bundle for the server's certificate; default: the system's."},
+    {"mailbox", "poll_interval", CFG_INT, M(poll_interval), 1, 86400, "30", NULL,
+     "Seconds between two looks at the folder when it was found empty."},
+    {"mailbox", "batch", CFG_INT, M(batch), 1, 1000, "50", NULL,
+     "Messages fetched and ingested per round."},
+    {"mailbox", "queue", CFG_STR, M(queue), 1, 64, NULL, NULL,
+     "Queue for this mailbox's mail; default: the routing rules and default queue."},
+    {"mailbox", "processed", CFG_CHOICE, M(processed), 0, 0, "flag", "|flag|move|",
+     "What is done to a message once omnicc has stored it: flag (\\Seen) or move (to move_to)."},
+    {"mailbox", "move_to", CFG_STR, M(move_to), 1, 256, "Processed", NULL,
+     "Folder processed mail is moved to (created if missing) with processed = move."},
+    {"mailbox", "address", CFG_STR, M(address), 3, 320, NULL, NULL,
+     "From of replies to this mailbox's mail; default: user, when it is an address."},
+    {"mailbox", "name", CFG_STR, M(display_name), 1, 200, NULL, NULL,
+     "Display name with address (\"Acme Claims\")."},
+    {"mailbox", "ack_reply", CFG_CHOICE, M(ack_reply), 0, 0, "no", "|no|yes|",
+     "yes: answer mail that opens a new case with its case number (never to automatic mail)."},
+    {"mailbox", "ack_rate_seconds", CFG_INT, M(ack_rate_seconds), 60, 86400 * 30, "86400", NULL,
+     "At most one acknowledgement per sender in this many seconds."},
+    {"mailbox", "ack_text", CFG_STR, M(ack_text), 1, 4000,
+     "Thank you for your message. We have opened case {case} and will answer soon. Please keep "
+     "[#{case}] in the subject of any reply.", NULL,
+     "Text of the acknowledgement; {case} becomes the case id."},
 };
 
 /* Line each key of the unnamed sections was last set on, for errors found after parsing. */
@@ -154,7 +350,13 @@ static const char *section_doc(const char *section)
         {"identity", "How customer identifiers are normalised."},
         {"segments", "Policyholder segments from the import, and the priority each earns."},
         {"routing", "Priority bases and the default queue."},
+        {"webchat", "Customer web chat (widget at /chat/, API under /v1/chat/)."},
+        {"voice", "The phone channel: Twilio webhooks and the CTI webhook for PBXs (docs/CTI.md)."},
         {"queue", "One [queue NAME] section per queue."},
+        {"email", "The email channel: SMTP relay for replies, limits (docs/API.md, README)."},
+        {"mailbox", "One [mailbox NAME] section per IMAP mailbox polled."},
+        {"branch", "The branch terminal bridge (bancassurance tellers); see docs/BRANCH.md."},
+        {"branch ID", "One [branch ID] section per bank branch (or POST /v1/branches)."},
     };
     for (size_t i = 0; i < ARRAY_SIZE(docs); i++)
         if (strcmp(docs[i][0], section) == 0)
@@ -171,8 +373,13 @@ void config_print_sample(FILE *out)
         const struct cfg_key *k = &cfg_keys[i];
         if (!cur || strcmp(cur, k->section) != 0) {
             cur = k->section;
-            fprintf(out, "\n# %s\n[%s%s]\n", section_doc(cur), cur,
-                    strcmp(cur, "queue") == 0 ? " default" : "");
+            if (strcmp(cur, "branch ID") == 0) /* [branch ID] sections: an example, commented */
+                fprintf(out, "\n# %s\n;[branch ID]\n", section_doc(cur));
+            else if (strcmp(cur, "mailbox") == 0)
+                fprintf(out, "\n# %s\n;[mailbox claims]\n", section_doc(cur));
+            else
+                fprintf(out, "\n# %s\n[%s%s]\n", section_doc(cur), cur,
+                        strcmp(cur, "queue") == 0 ? " default" : "");
         }
         fprintf(out, "# %s\n", k->doc);
         if (k->def)
@@ -402,13 +609,38 @@ static void queue_free(struct queue_conf *q)
     free(q);
 }
 
+static void branch_conf_free(struct branch_conf *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < ARRAY_SIZE(cfg_keys); i++)
+        if (strcmp(cfg_keys[i].section, "branch ID") == 0 && cfg_keys[i].type == CFG_STR)
+            free(*str_field(b, cfg_keys[i].offset));
+    free(b->id);
+    free(b);
+}
+
+static void mailbox_conf_free(struct mailbox_conf *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < ARRAY_SIZE(cfg_keys); i++)
+        if (strcmp(cfg_keys[i].section, "mailbox") == 0 &&
+            (cfg_keys[i].type == CFG_STR || cfg_keys[i].type == CFG_CHOICE))
+            free(*str_field(m, cfg_keys[i].offset));
+    free(m->name);
+    free(m->password);
+    free(m);
+}
+
 void config_free(struct config *cfg)
 {
     if (!cfg)
         return;
     for (size_t i = 0; i < ARRAY_SIZE(cfg_keys); i++) {
         const struct cfg_key *k = &cfg_keys[i];
-        if (strcmp(k->section, "queue") != 0 && (k->type == CFG_STR || k->type == CFG_CHOICE))
+        if (strcmp(k->section, "queue") != 0 && strcmp(k->section, "branch ID") != 0 &&
+            strcmp(k->section, "mailbox") != 0 && (k->type == CFG_STR || k->type == CFG_CHOICE))
             free(*str_field(cfg, k->offset));
     }
     for (int i = 0; i < cfg->n_listen; i++)
@@ -423,6 +655,12 @@ void config_free(struct config *cfg)
     }
     free(cfg->api_token_value);
     free(cfg->redis_password);
+    for (int i = 0; i < cfg->n_branches; i++)
+        branch_conf_free(cfg->branches[i]);
+    for (int i = 0; i < cfg->n_mailboxes; i++)
+        mailbox_conf_free(cfg->mailboxes[i]);
+    free(cfg->email_smtp_password);
+    free(cfg->email_inbound_token);
     free(cfg->path);
     free(cfg);
 }
@@ -445,6 +683,100 @@ static bool valid_queue_name(const char *s)
         free(m_);                                                                                  \
         goto fail;                                                                                 \
     } while (0)
+
+/* [branch ID]: services are SERVICE:QUEUE pairs; each queue must exist and serve branch. */
+static int check_branch(const char *path, struct config *cfg, const struct branch_conf *b,
+                        char **err)
+{
+    if (!b->services) {
+        *err = xasprintf("%s:%d: services: required (SERVICE:QUEUE ...)", path, b->line);
+        return -1;
+    }
+    char *copy = xstrdup(b->services), *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save), n++) {
+        char *colon = strchr(t, ':');
+        const struct queue_conf *q = colon ? config_queue(cfg, colon + 1) : NULL;
+        if (colon)
+            *colon = '\0';
+        if (!colon || !valid_queue_name(t) || strlen(t) > 32) {
+            *err = xasprintf("%s:%d: services: \"%s\" is not SERVICE:QUEUE", path, b->line, t);
+        } else if (!q) {
+            *err = xasprintf("%s:%d: services: no queue named \"%s\"", path, b->line, colon + 1);
+        } else if (!strstr(q->channels, "branch")) {
+            *err = xasprintf("%s:%d: services: queue \"%s\" does not serve the branch channel",
+                             path, b->line, q->name);
+        } else {
+            continue;
+        }
+        free(copy);
+        return -1;
+    }
+    free(copy);
+    if (n == 0 || n > 16) {
+        *err = xasprintf("%s:%d: services: give 1-16 SERVICE:QUEUE pairs", path, b->line);
+        return -1;
+    }
+    return 0;
+}
+
+/* [email] and each [mailbox NAME]: required keys, URL schemes, the secrets they name. */
+static int check_email(const char *path, struct config *cfg, char **err)
+{
+    struct {
+        const char *file, *key;
+        char **out;
+    } secrets[] = {{cfg->email_smtp_password_file, "smtp_password_file", &cfg->email_smtp_password},
+                   {cfg->email_inbound_token_file, "inbound_token_file", &cfg->email_inbound_token}};
+    for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
+        char *e = NULL;
+        if (!secrets[i].file)
+            continue;
+        *secrets[i].out = read_secret_file(secrets[i].file, &e);
+        if (!*secrets[i].out) {
+            *err = xasprintf("%s:%d: %s: %s", path, line_of(secrets[i].key), secrets[i].key, e);
+            free(e);
+            return -1;
+        }
+    }
+    const char *u = cfg->email_smtp_url;
+    if (u && strncmp(u, "smtp://", 7) != 0) {
+        /* libesmtp speaks STARTTLS (RFC 3207), not TLS from the first byte */
+        *err = xasprintf("%s:%d: smtp_url: must be smtp://host:port (TLS by STARTTLS, see "
+                         "smtp_starttls)", path, line_of("smtp_url"));
+        return -1;
+    }
+    if (cfg->email_smtp_user && !cfg->email_smtp_password) {
+        *err = xasprintf("%s:%d: smtp_user: needs smtp_password_file", path, line_of("smtp_user"));
+        return -1;
+    }
+    for (int i = 0; i < cfg->n_mailboxes; i++) {
+        struct mailbox_conf *m = cfg->mailboxes[i];
+        const char *missing = !m->url ? "url" : !m->user ? "user" : !m->password_file ? "password_file" : NULL;
+        if (missing) {
+            *err = xasprintf("%s:%d: %s: required in [mailbox %s]", path, m->line, missing, m->name);
+            return -1;
+        }
+        if (strncmp(m->url, "imap://", 7) != 0 && strncmp(m->url, "imaps://", 8) != 0) {
+            *err = xasprintf("%s:%d: url: must start with imap:// or imaps://", path, m->line);
+            return -1;
+        }
+        if (m->queue && !config_queue(cfg, m->queue)) {
+            *err = xasprintf("%s:%d: queue: no queue named \"%s\"", path, m->line, m->queue);
+            return -1;
+        }
+        char *e = NULL;
+        m->password = read_secret_file(m->password_file, &e);
+        if (!m->password) {
+            *err = xasprintf("%s:%d: password_file: %s", path, m->line, e);
+            free(e);
+            return -1;
+        }
+        if (!m->address && strchr(m->user, '@'))
+            m->address = xstrdup(m->user);
+    }
+    return 0;
+}
 
 static int check_queue(const char *path, struct config *cfg, struct queue_conf *q, char **err)
 {
@@ -491,6 +823,8 @@ struct config *config_load(const char *path, char **err)
 {
     struct config *cfg = xcalloc(1, sizeof(*cfg));
     struct queue_conf *cur_queue = NULL;
+    struct branch_conf *cur_branch = NULL;
+    struct mailbox_conf *cur_mailbox = NULL;
     char section[80] = "";
     char line_buf[4096];
     int lineno = 0;
@@ -501,7 +835,9 @@ struct config *config_load(const char *path, char **err)
     memset(key_line, 0, sizeof(key_line));
     for (size_t i = 0; i < ARRAY_SIZE(cfg_keys); i++)
         if (i == 0 || strcmp(cfg_keys[i].section, cfg_keys[i - 1].section) != 0)
-            if (strcmp(cfg_keys[i].section, "queue") != 0)
+            if (strcmp(cfg_keys[i].section, "queue") != 0 &&
+                strcmp(cfg_keys[i].section, "branch ID") != 0 &&
+                strcmp(cfg_keys[i].section, "mailbox") != 0)
                 apply_defaults(cfg_keys[i].section, cfg);
 
     f = fopen(path, "r");
@@ -530,9 +866,25 @@ struct config *config_load(const char *path, char **err)
             }
             if (!section_known(name))
                 FAIL(lineno, name, "unknown section");
-            snprintf(section, sizeof(section), "%s", name);
+            size_t name_len = strlen(name); /* known sections are short: this always fits */
+            memcpy(section, name, name_len < sizeof(section) ? name_len + 1 : sizeof(section));
+            section[sizeof(section) - 1] = '\0';
             cur_queue = NULL;
-            if (strcmp(name, "queue") == 0) {
+            cur_branch = NULL;
+            cur_mailbox = NULL;
+            if (strcmp(name, "mailbox") == 0) {
+                if (!arg || !valid_queue_name(arg))
+                    FAIL(lineno, "mailbox", "needs a name of letters, digits, _ or -");
+                if (config_mailbox(cfg, arg))
+                    FAIL(lineno, "mailbox", "mailbox \"%s\" defined twice", arg);
+                if (cfg->n_mailboxes >= CONFIG_MAX_MAILBOXES)
+                    FAIL(lineno, "mailbox", "at most %d mailboxes", CONFIG_MAX_MAILBOXES);
+                cur_mailbox = xcalloc(1, sizeof(*cur_mailbox));
+                cur_mailbox->name = xstrdup(arg);
+                cur_mailbox->line = lineno;
+                apply_defaults("mailbox", cur_mailbox);
+                cfg->mailboxes[cfg->n_mailboxes++] = cur_mailbox;
+            } else if (strcmp(name, "queue") == 0) {
                 if (!arg || !valid_queue_name(arg))
                     FAIL(lineno, "queue", "needs a name of letters, digits, _ or -");
                 if (config_queue(cfg, arg))
@@ -544,6 +896,21 @@ struct config *config_load(const char *path, char **err)
                 cur_queue->line = lineno;
                 apply_defaults("queue", cur_queue);
                 cfg->queues[cfg->n_queues++] = cur_queue;
+            } else if (strcmp(name, "branch") == 0 && arg) {
+                /* [branch ID]: one bank branch; plain [branch] is the bridge itself */
+                if (!valid_queue_name(arg) || strlen(arg) > 32)
+                    FAIL(lineno, "branch", "id must be 1-32 letters, digits, _ or -");
+                for (int i = 0; i < cfg->n_branches; i++)
+                    if (strcmp(cfg->branches[i]->id, arg) == 0)
+                        FAIL(lineno, "branch", "branch \"%s\" defined twice", arg);
+                if (cfg->n_branches >= CONFIG_MAX_BRANCHES)
+                    FAIL(lineno, "branch", "at most %d branches", CONFIG_MAX_BRANCHES);
+                cur_branch = xcalloc(1, sizeof(*cur_branch));
+                cur_branch->id = xstrdup(arg);
+                cur_branch->line = lineno;
+                apply_defaults("branch ID", cur_branch);
+                cfg->branches[cfg->n_branches++] = cur_branch;
+                snprintf(section, sizeof(section), "branch ID");
             } else if (arg) {
                 FAIL(lineno, name, "section takes no name");
             }
@@ -559,9 +926,12 @@ struct config *config_load(const char *path, char **err)
         const struct cfg_key *k = find_key(section, key);
         if (!k)
             FAIL(lineno, key, "unknown key in [%s]", section);
-        if (!cur_queue)
+        if (!cur_queue && !cur_branch && !cur_mailbox)
             key_line[k - cfg_keys] = lineno;
-        char *e = cfg_set(k, cur_queue ? (void *)cur_queue : (void *)cfg, val);
+        void *target = cur_queue ? (void *)cur_queue : cur_branch ? (void *)cur_branch : (void *)cfg;
+        if (cur_mailbox)
+            target = cur_mailbox;
+        char *e = cfg_set(k, target, val);
         if (!e && k->type == CFG_RULE)
             cfg->rules[cfg->n_rules - 1].line = lineno;
         if (e) {
@@ -605,6 +975,14 @@ struct config *config_load(const char *path, char **err)
     for (int i = 0; i < cfg->n_queues; i++)
         if (check_queue(path, cfg, cfg->queues[i], err) < 0)
             goto fail;
+    for (int i = 0; i < cfg->n_branches; i++)
+        if (check_branch(path, cfg, cfg->branches[i], err) < 0)
+            goto fail;
+    if (check_email(path, cfg, err) < 0)
+        goto fail;
+    if (cfg->branch_listen && (!cfg->branch_ca || !cfg->branch_cert || !cfg->branch_key ||
+                               !cfg->branch_crl))
+        FAIL(line_of("crl"), "listen", "[branch] listen needs ca, cert, key and crl");
     if (cfg->api_token && cfg->api_token_file)
         FAIL(line_of("token_file"), "token", "set token or token_file, not both");
     if (cfg->api_token_file) {
@@ -674,4 +1052,12 @@ int config_channel_boost(const struct config *cfg, const char *channel)
     if (strcmp(channel, "fax") == 0)
         return cfg->boost_fax;
     return 0;
+}
+
+const struct mailbox_conf *config_mailbox(const struct config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->n_mailboxes; i++)
+        if (strcmp(cfg->mailboxes[i]->name, name) == 0)
+            return cfg->mailboxes[i];
+    return NULL;
 }

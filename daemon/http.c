@@ -24,6 +24,7 @@
 #include "omnicc/config.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
+#include "omnicc/static.h"
 #include "omnicc/util.h"
 
 static const struct http_route *const route_tables[] = {
@@ -33,6 +34,7 @@ static const struct http_route *const route_tables[] = {
     api_cases_routes,
     api_agents_routes,
     api_queues_routes,
+    static_routes,
 };
 
 static struct {

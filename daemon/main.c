@@ -95,6 +95,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
             free(e2);
         log_info("reload: token and log level re-read");
     }
+    channels_reload(d.cfg); /* certificates and CRLs of channel listeners */
     sd_notify(0, "READY=1");
 }
 

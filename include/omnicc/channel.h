@@ -15,11 +15,14 @@ struct channel {
     /* Optional: background work (pollers, workers). 0 or -1 with *err. */
     int (*start)(struct event_base *base, const struct config *cfg, char **err);
     void (*stop)(void);
+    /* Optional: SIGHUP (re-read certificates, CRLs ...); the running config is passed. */
+    void (*reload)(const struct config *cfg);
 };
 
 extern const struct channel *const channel_table[];
 
 int channels_start(struct event_base *base, const struct config *cfg, char **err);
 void channels_stop(void);
+void channels_reload(const struct config *cfg);
 
 #endif

@@ -46,6 +46,42 @@ struct queue_conf {
     int line;               /* where the section starts, for errors */
 };
 
+#define CONFIG_MAX_BRANCHES 1000
+
+/* [branch ID]: one bank branch whose tellers use the terminal bridge (channels/branch*.c).
+ * services: "SERVICE:QUEUE ..." (policy_inquiry, claim_fnol, new_policy, documents). */
+struct branch_conf {
+    char *id;
+    char *name, *bank, *region;
+    char *services;
+    int counters;
+    int line;
+};
+
+#define CONFIG_MAX_MAILBOXES 64
+
+/* [mailbox NAME]: one IMAP(S) mailbox polled by the email channel (channels/email_imap.c). */
+struct mailbox_conf {
+    char *name;
+    char *url;              /* imap://host:port/INBOX or imaps://... */
+    char *user, *password_file;
+    char *starttls;         /* required | try | no (imap:// only) */
+    char *tls_verify;       /* yes | no */
+    char *ca_file;
+    int poll_interval;      /* seconds */
+    int batch;              /* messages fetched per round */
+    char *queue;
+    char *processed;        /* flag (\Seen) | move */
+    char *move_to;          /* folder for processed = move */
+    char *address;          /* From of replies and acknowledgements */
+    char *display_name;
+    char *ack_reply;        /* no | yes: acknowledge new cases automatically */
+    int ack_rate_seconds;   /* at most one acknowledgement per sender per this long */
+    char *ack_text;         /* {case} is replaced by the case id */
+    char *password;         /* derived: from password_file */
+    int line;
+};
+
 struct config {
     char *path;
     /* [daemon] */
@@ -57,6 +93,7 @@ struct config {
     long long max_body;
     long long import_max_body;
     int read_timeout;
+    char *web_root;           /* static pages (web chat, agent desktop, supervisor) */
     /* [redis] */
     char *redis_url;
     char *redis_user;
@@ -92,6 +129,67 @@ struct config {
     struct routing_rule rules[CONFIG_MAX_RULES];
     int n_rules;
 
+    /* [webchat] (channels/webchat.c) */
+    char *webchat_allowed_origins;   /* space-separated origins allowed by CORS */
+    char *webchat_topics;            /* "topic[:queue] ..." offered by the pre-chat form */
+    char *webchat_visitor_key_file;  /* HMAC key of visitor tokens */
+    char *webchat_identity_secret_file; /* HMAC key shared with the insurer's site */
+    int webchat_max_message;         /* bytes */
+    int webchat_visitor_rate;        /* messages per visitor per minute */
+    int webchat_ip_rate;             /* chat API requests per IP per minute */
+    int webchat_ip_session_rate;     /* new chat sessions per IP per hour */
+    int webchat_visitor_ttl;         /* seconds a visitor token (cookie) lasts */
+    int webchat_leave_grace;         /* seconds a waiting visitor may be disconnected */
+    char *webchat_cookie_secure;     /* no | yes: Secure; SameSite=None; Partitioned */
+
+    /* [branch] (channels/branch*.c): the terminal bridge, and the [branch ID] sections */
+    char *branch_listen;
+    char *branch_ca, *branch_cert, *branch_key, *branch_crl, *branch_serial_map;
+    long long branch_max_frame;
+    int branch_rate, branch_burst;
+    int branch_result_ttl;
+    char *branch_purposes;
+    int branch_hello_timeout, branch_idle_timeout;
+    int branch_max_connections;
+    int branch_event_poll_ms;
+    struct branch_conf *branches[CONFIG_MAX_BRANCHES];
+    int n_branches;
+
+    /* [voice] (channels/voice*.c) */
+    char *voice_auth_token_file, *voice_account_sid, *voice_public_url, *voice_api_base;
+    char *voice_caller_id;
+    char *voice_menu, *voice_welcome, *voice_menu_prompt;
+    char *voice_ask_policy, *voice_policy_prompt, *voice_policy_format; /* ask_policy: no|yes */
+    char *voice_language, *voice_say_voice;
+    char *voice_wait_message, *voice_position_message, *voice_estimate_message;
+    int voice_hold_seconds;
+    char *voice_hold_music_url;
+    char *voice_callback_prompt, *voice_callback_confirm, *voice_connect_message;
+    char *voice_goodbye_message;
+    int voice_dial_timeout;
+    char *voice_record;                 /* no | yes */
+    char *voice_cti_secret_file;
+    int voice_cti_window;
+
+    /* [email] (channels/email_*.c): the SMTP relay, limits, and the [mailbox NAME] sections */
+    char *email_smtp_url;               /* smtp://host:port or smtps://host:port; unset: no sending */
+    char *email_smtp_user, *email_smtp_password_file;
+    char *email_smtp_starttls;          /* required | try | no */
+    int email_smtp_workers;
+    int email_smtp_timeout;             /* seconds */
+    int email_retry_base, email_retry_max, email_max_attempts;
+    int email_claim_idle;               /* seconds before another daemon claims a pending send */
+    int email_outbox_poll_ms;
+    long long email_max_message, email_max_attachment, email_max_attachments_total;
+    int email_max_attachments;
+    char *email_inbound_token_file;
+    char *email_from_address, *email_from_name;
+    char *email_msgid_domain;
+    char *email_smtp_password;          /* derived */
+    char *email_inbound_token;          /* derived */
+    struct mailbox_conf *mailboxes[CONFIG_MAX_MAILBOXES];
+    int n_mailboxes;
+
     struct queue_conf *queues[CONFIG_MAX_QUEUES];
     int n_queues;
 
@@ -106,6 +204,7 @@ void config_free(struct config *cfg);
 /* Print a sample configuration generated from the key table (every key documented). */
 void config_print_sample(FILE *out);
 const struct queue_conf *config_queue(const struct config *cfg, const char *name);
+const struct mailbox_conf *config_mailbox(const struct config *cfg, const char *name);
 /* Channel priority base (seconds) for a channel name; 0 when unknown. */
 int config_channel_boost(const struct config *cfg, const char *channel);
 

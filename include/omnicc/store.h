@@ -30,6 +30,7 @@ enum store_script {
     SCRIPT_WORK,
     SCRIPT_SWEEP,
     SCRIPT_QUEUE_STATS,
+    SCRIPT_CHAT,
     SCRIPT__COUNT
 };
 
