@@ -4,10 +4,12 @@
 
 #include <stddef.h>
 
+#include "voice.h"
 #include "webchat.h"
 
 const struct channel *const channel_table[] = {
     &webchat_channel,
+    &voice_channel,
     NULL,
 };
 

@@ -198,6 +198,7 @@ local function screen_pop(ix_id, ix)
   local view = {id = ix_id, channel = ix.channel, queue = ix.queue, case_id = ix.case_id,
                 customer_id = ix.customer_id, from = ix.from, subject = ix.subject,
                 created_at = tonumber(ix.created_at), external_id = ix.external_id}
+  if ix.metadata then view.metadata = cjson.decode(ix.metadata) end
   return {interaction = view,
           customer = {id = ix.customer_id, name = cust.name, segment = cust.segment or 'standard'},
           open_cases = open, history = hist}

@@ -31,6 +31,7 @@ enum store_script {
     SCRIPT_SWEEP,
     SCRIPT_QUEUE_STATS,
     SCRIPT_CHAT,
+    SCRIPT_VOICE,
     SCRIPT__COUNT
 };
 
