@@ -966,6 +966,24 @@ struct config *config_load(const char *path, char **err)
                              q->overflow_queue);
             goto fail;
         }
+        if (q->overflow_queue) {
+            const struct queue_conf *target = config_queue(cfg, q->overflow_queue);
+            char *copy = xstrdup(q->channels), *save = NULL;
+            for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+                size_t tl = strlen(t);
+                bool served = false;
+                for (const char *p = target->channels; (p = strstr(p, t)) != NULL; p += tl)
+                    served = served || ((p == target->channels || strchr(" \t,", p[-1])) &&
+                                        (p[tl] == '\0' || strchr(" \t,", p[tl])));
+                if (!served) {
+                    *err = xasprintf("%s:%d: overflow_queue: \"%s\" does not serve %s", path,
+                                     q->line, q->overflow_queue, t);
+                    free(copy);
+                    goto fail;
+                }
+            }
+            free(copy);
+        }
         if (q->overflow_queue && q->overflow_skills) {
             *err = xasprintf("%s:%d: overflow_skills: set overflow_skills or overflow_queue, "
                              "not both", path, q->line);

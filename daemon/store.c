@@ -167,6 +167,13 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
     }
     pending_unlink(c, p);
+    if (reply && c->head) {
+        /* Redis answers in order: the next command's wait starts now. A long pipeline that
+         * Redis keeps answering is progress, not a hang. */
+        int64_t next = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms;
+        if (c->head->deadline < next)
+            c->head->deadline = next;
+    }
     if (!reply) {
         st.stats.errors++;
         p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);

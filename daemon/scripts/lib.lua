@@ -163,7 +163,8 @@ local function ix_enqueue(ix_id, ix, now)
   redis.call('ZADD', B .. 'q:' .. ix.queue .. ':age', tonumber(ix.created_at), ix_id)
   local home = qconf(ix.home_queue or ix.queue)
   if home then
-    local created = tonumber(ix.created_at)
+    -- a transfer starts a new wait (its score, and so its place, is kept)
+    local created = tonumber(ix.wait_start or ix.created_at)
     if (tonumber(home.overflow_after) or 0) > 0 and not ix.overflowed_from then
       redis.call('ZADD', B .. 'deadlines', math.max(now + 1, created + home.overflow_after * 1000), 'ovf:' .. ix_id)
     end

@@ -112,10 +112,18 @@ elseif op == 'transfer' then
   if target_agent then
     resv = reserve(ix_id, ix, args.agent, target_agent, now)
   else
-    redis.call('HSET', ikey, 'queue', args.queue, 'home_queue', args.queue)
-    ix.queue, ix.home_queue = args.queue, args.queue
+    redis.call('HSET', ikey, 'queue', args.queue, 'home_queue', args.queue, 'wait_start', now)
+    ix.queue, ix.home_queue, ix.wait_start = args.queue, args.queue, now
+    local block = rconf('reject_block', 300)
+    if block > 0 then
+      redis.call('HSET', ikey .. ':excl', from_agent, now + block * 1000)
+      redis.call('EXPIRE', ikey .. ':excl', block + 60)
+      redis.call('ZADD', B .. 'deadlines', 'LT', now + block * 1000, 'excl:' .. ix_id)
+    end
     ix_enqueue(ix_id, ix, now)
+    route_agent(from_agent, now)
     resv = route_interaction(ix_id, now) or ''
+    return {ix_id, resv}
   end
   route_agent(from_agent, now)
   return {ix_id, resv}

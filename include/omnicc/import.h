@@ -12,7 +12,7 @@
 struct config;
 struct import_job;
 
-#define IMPORT_BATCH 250
+#define IMPORT_BATCH 100
 #define IMPORT_MAX_REJECTS_LISTED 1000
 #define IMPORT_MAX_LINE 65536
 
