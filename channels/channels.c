@@ -4,12 +4,14 @@
 
 #include <stddef.h>
 
+#include "branch.h"
 #include "voice.h"
 #include "webchat.h"
 
 const struct channel *const channel_table[] = {
     &webchat_channel,
     &voice_channel,
+    &branch_channel,
     NULL,
 };
 

@@ -32,6 +32,8 @@ enum store_script {
     SCRIPT_QUEUE_STATS,
     SCRIPT_CHAT,
     SCRIPT_VOICE,
+    SCRIPT_BRANCH_OP,
+    SCRIPT_BRANCH_ADMIN,
     SCRIPT__COUNT
 };
 
