@@ -5,6 +5,8 @@
 #include <stddef.h>
 
 #include "branch.h"
+#include "email.h"
+#include "fax.h"
 #include "voice.h"
 #include "webchat.h"
 
@@ -12,6 +14,8 @@ const struct channel *const channel_table[] = {
     &webchat_channel,
     &voice_channel,
     &branch_channel,
+    &email_channel,
+    &fax_channel,
     NULL,
 };
 

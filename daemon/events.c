@@ -131,6 +131,9 @@ static void dispatch_entry(const redisReply *entry)
 {
     const char *agent = entry_field(entry, "agent");
     const char *type = entry_field(entry, "type");
+    const char *due = entry_field(entry, "due");
+    if (due) /* a deadline some instance just made: sweep on time here too */
+        router_deadline_at(strtoll(due, NULL, 10));
     if (agent && *agent)
         for (struct client *c = ev.buckets[bucket_of(agent)]; c; c = c->next)
             if (strcmp(c->agent, agent) == 0)

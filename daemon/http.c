@@ -20,8 +20,10 @@
 #include <strings.h>
 
 #include "omnicc/api.h"
+#include "omnicc/attachments.h"
 #include "omnicc/channel.h"
 #include "omnicc/config.h"
+#include "omnicc/analytics.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
 #include "omnicc/static.h"
@@ -34,6 +36,10 @@ static const struct http_route *const route_tables[] = {
     api_cases_routes,
     api_agents_routes,
     api_queues_routes,
+    api_reports_routes,
+    api_export_routes,
+    api_privacy_routes,
+    attachments_routes,
     static_routes,
 };
 

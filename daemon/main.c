@@ -22,6 +22,7 @@
 #include "omnicc/http.h"
 #include "omnicc/identity.h"
 #include "omnicc/import.h"
+#include "omnicc/analytics.h"
 #include "omnicc/log.h"
 #include "omnicc/metrics.h"
 #include "omnicc/router.h"
@@ -44,6 +45,8 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: omniccd -c FILE [--check]\n"
                  "       omniccd -c FILE import PATH    import policyholders (NDJSON)\n"
+                 "       omniccd -c FILE export [--since T] [--format ndjson|csv] [--table events|facts]\n"
+                 "       omniccd -c FILE reports rebuild  recompute report counters\n"
                  "       omniccd --print-config         print a sample configuration\n");
 }
 
@@ -144,6 +147,7 @@ static int run_daemon(void)
         goto fail;
     events_start(d.base);
     api_set_config(d.cfg);
+    retention_start(d.base); /* docs/ANALYTICS.md */
     if (http_start(d.base, d.cfg, &err) < 0)
         goto fail;
     if (curl_loop_init(d.base) < 0) {
@@ -172,6 +176,7 @@ static int run_daemon(void)
     store_close();
     events_stop();
     router_stop();
+    retention_stop();
     if (d.embedded)
         embedded_redis_stop();
     free(url);
@@ -195,6 +200,7 @@ fail:
     store_close();
     events_stop();
     router_stop();
+    retention_stop();
     if (d.embedded)
         embedded_redis_stop();
     return 1;
@@ -285,7 +291,7 @@ int main(int argc, char **argv)
     bool check_only = false;
     int c;
     log_init();
-    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
@@ -319,6 +325,12 @@ int main(int argc, char **argv)
         return 1;
     }
     log_max_level = d.cfg->log_level;
+    if (analytics_set_timezone(d.cfg, &err) < 0) { /* before any thread: sets TZ */
+        fprintf(stderr, "%s\n", err);
+        free(err);
+        config_free(d.cfg);
+        return 1;
+    }
     int rc;
     if (check_only) {
         printf("%s: ok\n", config_path);
@@ -330,6 +342,10 @@ int main(int argc, char **argv)
         } else {
             rc = run_import(argv[optind + 1]);
         }
+    } else if (optind < argc && strcmp(argv[optind], "export") == 0) {
+        rc = cli_export(d.cfg, argc - optind - 1, argv + optind + 1); /* docs/EXPORT.md */
+    } else if (optind < argc && strcmp(argv[optind], "reports") == 0) {
+        rc = cli_reports(d.cfg, argc - optind - 1, argv + optind + 1); /* docs/ANALYTICS.md */
     } else if (optind < argc) {
         fprintf(stderr, "unknown command: %s\n", argv[optind]);
         usage(stderr);

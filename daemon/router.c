@@ -285,6 +285,18 @@ char *router_sync_document(void)
         "offer_timeout:branch", cfg->offer_timeout_branch, "offer_timeout:email",
         cfg->offer_timeout_email, "offer_timeout:fax", cfg->offer_timeout_fax, "reject_block",
         cfg->reject_block, "max_no_answer", cfg->max_no_answer, "queues", queues);
+    /* analytics switches for lib.lua's rollup()/export (docs/ANALYTICS.md) */
+    json_t *rconf = json_object_get(doc, "routing");
+    json_object_set_new(rconf, "rollups",
+                        json_integer(strcmp(cfg->analytics_rollups, "no") == 0 ? 0 : 1));
+    json_object_set_new(rconf, "export_maxlen", json_integer(cfg->analytics_export_maxlen));
+    static const char *const ret_ch[] = {"voice", "email", "fax", "branch", "webchat"};
+    char ret_list[64] = "";
+    for (int i = 0; i < 5; i++)
+        if (cfg->retention_days[i] > 0)
+            snprintf(ret_list + strlen(ret_list), sizeof(ret_list) - strlen(ret_list), "%s%s",
+                     ret_list[0] ? " " : "", ret_ch[i]);
+    json_object_set_new(rconf, "retention_channels", json_string(ret_list));
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     return text;

@@ -198,6 +198,18 @@ static void supervisor_redirect(struct http_req *r)
 {
     redirect(r, "/supervisor/");
 }
+static void reports_index(struct http_req *r)
+{
+    serve(r, "reports", "index.html");
+}
+static void reports_file(struct http_req *r)
+{
+    serve(r, "reports", r->params[0]);
+}
+static void reports_redirect(struct http_req *r)
+{
+    redirect(r, "/reports/");
+}
 static void common_file(struct http_req *r)
 {
     serve(r, "common", r->params[0]);
@@ -213,6 +225,9 @@ const struct http_route static_routes[] = {
     {EVHTTP_REQ_GET, "/supervisor", HTTP_AUTH_NONE, supervisor_redirect, NULL, "static", false},
     {EVHTTP_REQ_GET, "/supervisor/", HTTP_AUTH_NONE, supervisor_index, NULL, "static", false},
     {EVHTTP_REQ_GET, "/supervisor/{file}", HTTP_AUTH_NONE, supervisor_file, NULL, "static", false},
+    {EVHTTP_REQ_GET, "/reports", HTTP_AUTH_NONE, reports_redirect, NULL, "static", false},
+    {EVHTTP_REQ_GET, "/reports/", HTTP_AUTH_NONE, reports_index, NULL, "static", false},
+    {EVHTTP_REQ_GET, "/reports/{file}", HTTP_AUTH_NONE, reports_file, NULL, "static", false},
     {EVHTTP_REQ_GET, "/common/{file}", HTTP_AUTH_NONE, common_file, NULL, "static", false},
     {0, NULL, 0, NULL, NULL, NULL, false},
 };

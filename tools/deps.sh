@@ -5,14 +5,23 @@ set -eu
 PKGS="meson ninja-build pkg-config gcc libc6-dev
   libevent-dev libhiredis-dev libcurl4-openssl-dev libesmtp-dev libjansson-dev libssl-dev
   libsystemd-dev libcmocka-dev redis-server redis-tools python3 python3-redis wrk curl
-  libncurses-dev openssl"
+  libgmime-3.0-dev
+  libncurses-dev openssl
+  libtiff-dev libtesseract-dev tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng"
 # The browser tests (suite 'browser'): Debian's chromium, and node/npm for playwright-core
 # (tools/test runs npm ci). Node.js from elsewhere (it ships its own npm) is used as it is.
 # `tools/deps.sh --run` (tools/run) skips them.
 if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS chromium fonts-dejavu-core"
-  # the branch tests: the teller terminal driven under tmux
+  # the email tests: a real IMAP server and a scriptable SMTP server
+  PKGS="$PKGS dovecot-imapd python3-aiosmtpd"
+  # the branch tests: the teller terminal driven under tmux (iproute2: network namespaces
+  # for cutting a terminal's link by hand, see docs/BRANCH.md)
   PKGS="$PKGS tmux iproute2"
+  # the fax tests: fax pages made with Ghostscript, tiff2pdf, Ed25519 signing in Python
+  PKGS="$PKGS ghostscript libtiff-tools python3-cryptography"
+  # the analytics test: the export loaded into a real PostgreSQL (initdb + pg_ctl, temp dir)
+  PKGS="$PKGS postgresql"
   command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
   command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 fi

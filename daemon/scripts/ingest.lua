@@ -13,6 +13,32 @@ if prev then
   return {prev, h[1] or '', h[2] or '', 1, '[]', ''}
 end
 
+-- Email threading (optional, channels/email_ingest.c): metadata.thread = {refs = message ids,
+-- most relevant first (In-Reply-To, then References newest first), case = a case named by a
+-- subject token or plus-address, msgid = this message's id, text = the reply without its
+-- quoted history}. A reply joins the case of the first referenced message omnicc has seen or
+-- sent (msgid:<id> -> case, written below and by email_reply.lua), else the named case if it
+-- exists; otherwise the usual rules apply. Other channels never carry it.
+local thread
+if ix.metadata and string.find(ix.metadata, '"thread"', 1, true) then
+  local m = cjson.decode(ix.metadata)
+  if type(m.thread) == 'table' then thread = m.thread end
+end
+if thread and not (ix.case_id and ix.case_id ~= '') then
+  local refs = type(thread.refs) == 'table' and thread.refs or {}
+  for i = 1, math.min(#refs, 20) do
+    local c = redis.call('GET', B .. 'msgid:' .. tostring(refs[i]))
+    if c and redis.call('EXISTS', B .. 'case:' .. c) == 1 then
+      ix.case_id = c
+      break
+    end
+  end
+  if not ix.case_id and type(thread.case) == 'string' and
+     redis.call('EXISTS', B .. 'case:' .. thread.case) == 1 then
+    ix.case_id = thread.case
+  end
+end
+
 local case_id = ix.case_id
 if case_id and case_id ~= '' and redis.call('EXISTS', B .. 'case:' .. case_id) == 0 then
   return fail('ERR_NOT_FOUND', 'case_id: no case ' .. case_id)
@@ -66,6 +92,7 @@ for i = 2, #found do
 end
 
 -- case: explicit reference, else the customer's open case on the same policy, else new
+local rp_new_case = false -- analytics: counted by rollup_arrival below
 local policy = ix.policy or ''
 local ckey_case
 if case_id and case_id ~= '' then
@@ -92,6 +119,7 @@ else
     redis.call('HSET', ckey .. ':open', policy, case_id)
     redis.call('ZADD', ckey .. ':cases', now, case_id)
     history_add(case_id, now, {'type', 'case.opened', 'interaction', ix_id, 'channel', ix.channel})
+    rp_new_case = true
   end
   ckey_case = B .. 'case:' .. case_id
 end
@@ -118,9 +146,18 @@ redis.call('SET', idem, ix_id)
 
 local summary = ix.subject or ''
 if summary == '' and ix.body then summary = utf8_prefix(ix.body, 280) end
-history_add(case_id, now, {'type', 'interaction.received', 'interaction', ix_id,
-            'channel', ix.channel, 'direction', ix.direction, 'from', ix.from or '',
-            'summary', summary})
+local received = {'type', 'interaction.received', 'interaction', ix_id,
+                  'channel', ix.channel, 'direction', ix.direction, 'from', ix.from or '',
+                  'summary', summary}
+if thread then
+  if type(thread.msgid) == 'string' then redis.call('SET', B .. 'msgid:' .. thread.msgid, case_id) end
+  if type(thread.text) == 'string' then
+    received[#received + 1] = 'text'
+    received[#received + 1] = thread.text
+  end
+end
+history_add(case_id, now, received)
+rollup_arrival(ix_id, ix, case_id, segment, now, rp_new_case)
 
 -- enqueue and make the routing decision in the same call: an arrival is offered at once
 -- when an eligible agent is free

@@ -24,9 +24,33 @@ local function hash_to_table(flat)
   return t
 end
 
+-- Analytics (docs/ANALYTICS.md, docs/EXPORT.md): the warehouse export stream 'xs' mirrors
+-- every case event without its texts (ids, types, timings only), and carries the report
+-- facts written by rollup() below. Settings come from routing:conf, read once per call.
+local an_conf
+local function analytics_conf()
+  if not an_conf then
+    local v = redis.call('HMGET', B .. 'routing:conf', 'rollups', 'export_maxlen', 'retention_channels')
+    an_conf = {rollups = v[1] ~= '0', maxlen = v[2] or '10000000', retention = v[3] or ''}
+  end
+  return an_conf
+end
+local XS_KEEP = {type = 1, interaction = 1, channel = 1, direction = 1, agent = 1, reservation = 1,
+                 wait_ms = 1, disposition = 1, to_queue = 1, to_agent = 1, from_queue = 1,
+                 action = 1, into = 1, branch = 1}
+local function export_case_event(case_id, now, fields)
+  local args = {B .. 'xs', 'MAXLEN', '~', analytics_conf().maxlen, '*', 'at', tostring(now),
+                'kind', 'case_event', 'case', case_id}
+  for i = 1, #fields - 1, 2 do
+    if XS_KEEP[fields[i]] then args[#args + 1] = fields[i]; args[#args + 1] = fields[i + 1] end
+  end
+  redis.call('XADD', unpack(args))
+end
+
 local function history_add(case_id, now, fields)
   local args = {B .. 'case:' .. case_id .. ':hist', 'MAXLEN', '~', '100000', '*', 'at', tostring(now)}
   for i = 1, #fields do args[#args + 1] = fields[i] end
+  export_case_event(case_id, now, fields)
   return redis.call('XADD', unpack(args))
 end
 
@@ -147,8 +171,26 @@ end
 
 -- One event for the supervisors' stream and, when it concerns an agent, the same entry id
 -- in that agent's own stream, so Last-Event-ID works on either.
+-- Every deadline goes through here, so the events of this script can tell every daemon
+-- when its sweep is next due ('due' field): block ends, wrap-ups and overflows made by one
+-- instance are acted on at their time by any instance, not at the next fallback sweep.
+local next_due
+local function deadline_add(due, member, flag)
+  if flag then
+    redis.call('ZADD', B .. 'deadlines', flag, due, member)
+  else
+    redis.call('ZADD', B .. 'deadlines', due, member)
+  end
+  if not next_due or due < next_due then next_due = due end
+end
+
 local function emit(now, etype, aid, data)
-  local id = event_add(now, {'type', etype, 'agent', aid or '', 'data', cjson.encode(data)})
+  local fields = {'type', etype, 'agent', aid or '', 'data', cjson.encode(data)}
+  if next_due then
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = string.format('%d', next_due)
+  end
+  local id = event_add(now, fields)
   if aid and aid ~= '' then
     redis.call('XADD', B .. 'agent:' .. aid .. ':events', 'MAXLEN', '~', '2000', id,
                'at', tostring(now), 'type', etype, 'agent', aid, 'data', cjson.encode(data))
@@ -166,10 +208,10 @@ local function ix_enqueue(ix_id, ix, now)
     -- a transfer starts a new wait (its score, and so its place, is kept)
     local created = tonumber(ix.wait_start or ix.created_at)
     if (tonumber(home.overflow_after) or 0) > 0 and not ix.overflowed_from then
-      redis.call('ZADD', B .. 'deadlines', math.max(now + 1, created + home.overflow_after * 1000), 'ovf:' .. ix_id)
+      deadline_add(math.max(now + 1, created + home.overflow_after * 1000), 'ovf:' .. ix_id)
     end
     if (tonumber(home.max_wait) or 0) > 0 then
-      redis.call('ZADD', B .. 'deadlines', math.max(now + 1, created + home.max_wait * 1000), 'maxw:' .. ix_id)
+      deadline_add(math.max(now + 1, created + home.max_wait * 1000), 'maxw:' .. ix_id)
     end
   end
 end
@@ -214,7 +256,7 @@ local function reserve(ix_id, ix, aid, a, now)
   redis.call('HSET', B .. 'resv:' .. resv, 'id', resv, 'interaction', ix_id, 'agent', aid,
              'queue', ix.queue, 'channel', ix.channel, 'created_at', now, 'expires_at', expires)
   redis.call('HSET', B .. 'ix:' .. ix_id, 'state', 'offered', 'reservation', resv, 'agent', aid)
-  redis.call('ZADD', B .. 'deadlines', expires, 'resv:' .. resv)
+  deadline_add(expires, 'resv:' .. resv)
   local old = agent_activity(a)
   a['load:' .. ix.channel] = (tonumber(a['load:' .. ix.channel]) or 0) + 1
   a.load_total = (tonumber(a.load_total) or 0) + 1
@@ -334,7 +376,7 @@ local function reservation_end(resv, now, how)
     -- one deadline per interaction, at the earliest block end (sweep re-arms the next)
     local due = redis.call('ZSCORE', B .. 'deadlines', 'excl:' .. ix_id)
     if not due or tonumber(due) > now + block * 1000 then
-      redis.call('ZADD', B .. 'deadlines', now + block * 1000, 'excl:' .. ix_id)
+      deadline_add(now + block * 1000, 'excl:' .. ix_id)
     end
   end
   local ix = hash_to_table(redis.call('HGETALL', ikey))
@@ -364,4 +406,80 @@ end
 local function agent_authorised(aid, token_sha)
   if token_sha == '' then return true end
   return redis.call('GET', B .. 'token:' .. token_sha) == aid
+end
+
+---------------------------------------------------------------------------------------------
+-- Report rollups (docs/ANALYTICS.md): hour buckets written by the script that changes state,
+-- O(1) per event. Every figure of an interaction counts in the UTC hour it arrived, under
+-- the dimensions it had then: channel, entry queue (home_queue until a transfer moves it,
+-- then the field 'rq' keeps the first), the customer's segment at arrival, branch (from the
+-- metadata), and the agent concerned ('-' when none). One hash per hour, rp:<hour>, field
+-- '<channel>|<queue>|<segment>|<branch>|<agent>|<metric>': one HINCRBY per metric, whatever
+-- the number of dimensions. Each call also appends one 'fact' to the export stream 'xs'
+-- (dims = that same '<channel>|...|<agent>', m = 'metric:n metric:n'), so a warehouse or
+-- `omniccd reports rebuild` reproduces the counters exactly.
+local function rp_dims(ix, agent)
+  local br = ix.metadata and string.match(ix.metadata, '"branch"%s*:%s*"([^"|]*)"') or ''
+  if br == '' then br = '-' end
+  return (ix.channel or '-') .. '|' .. (ix.rq or ix.home_queue or ix.queue or '-') .. '|' ..
+         (ix.segment or 'standard') .. '|' .. br .. '|' .. ((agent and agent ~= '') and agent or '-')
+end
+
+local function rollup(ix, now, m, agent, dims)
+  if not analytics_conf().rollups or not ix or not ix.id then return end
+  local hour = math.floor((tonumber(ix.created_at) or now) / 3600000)
+  dims = dims or rp_dims(ix, agent)
+  local key = B .. 'rp:' .. hour
+  local ms = {}
+  for k, v in pairs(m) do
+    v = math.floor(v)
+    ms[#ms + 1] = k .. ':' .. v
+    redis.call('HINCRBY', key, dims .. '|' .. k, v)
+  end
+  redis.call('XADD', B .. 'xs', 'MAXLEN', '~', analytics_conf().maxlen, '*', 'at', tostring(now),
+             'kind', 'fact', 'case', ix.case_id or '', 'interaction', ix.id, 'hour', tostring(hour),
+             'dims', dims, 'm', table.concat(ms, ' '))
+end
+
+-- At ingest: count the arrival; index it for retention; first-contact resolution.
+local function rollup_arrival(ix_id, ix, case_id, segment, now, new_case)
+  -- retention (docs/ANALYTICS.md): arrivals by time, for the channels that have a period
+  if string.find(' ' .. analytics_conf().retention .. ' ', ' ' .. ix.channel .. ' ', 1, true) then
+    redis.call('ZADD', B .. 'ret:' .. ix.channel, now, ix_id)
+  end
+  if not analytics_conf().rollups then return end
+  local m = {offered = 1}
+  if new_case then m.new_cases = 1 end
+  rollup({id = ix_id, created_at = now, channel = ix.channel, queue = ix.queue, segment = segment,
+          metadata = ix.metadata, case_id = case_id}, now, m, nil)
+  -- a case's second contact counts one repeat_cases where (and under the dimensions with
+  -- which) its first contact was counted: that interaction is named by case.opened
+  if not new_case and redis.call('HINCRBY', B .. 'case:' .. case_id, 'rp_contacts', 1) == 1 then
+    local first = redis.call('XRANGE', B .. 'case:' .. case_id .. ':hist', '-', '+', 'COUNT', 1)[1]
+    local fid = first and hash_to_table(first[2]).interaction
+    if fid then
+      local f = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. fid))
+      if f.id then rollup(f, now, {repeat_cases = 1}, nil) end
+    end
+  end
+end
+
+-- At acceptance: only the first one answers the interaction (a transfer is re-accepted).
+local function rollup_accept(ix, now, agent)
+  if ix.assigned_at then return end
+  local wait = now - (tonumber(ix.created_at) or now)
+  local qc = qconf(ix.rq or ix.home_queue or ix.queue)
+  local sla = ((qc and tonumber(qc.sla_seconds)) or 20) * 1000
+  rollup(ix, now, {answered = 1, wait_ms = wait, answered_in_sla = wait <= sla and 1 or 0}, agent)
+end
+
+-- At a transfer (before the interaction's queue changes): the figure, and the entry queue
+-- kept for the figures still to come.
+local function rollup_transfer(ix, now, agent)
+  if not analytics_conf().rollups then return end
+  if not ix.rq then
+    ix.rq = ix.home_queue or ix.queue
+    redis.call('HSET', B .. 'ix:' .. ix.id, 'rq', ix.rq)
+  end
+  rollup(ix, now, {transfers = 1, handle_ms = now - tonumber(ix.assigned_at or now)}, agent)
 end

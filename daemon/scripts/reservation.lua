@@ -25,6 +25,7 @@ redis.call('HSET', B .. 'agent:' .. r.agent, 'no_answer', 0)
 redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', r.agent, 'last_agent_at', now)
 local wait = now - tonumber(ix.created_at)
 local qc = qconf(ix.home_queue or ix.queue)
+rollup_accept(ix, now, r.agent)
 qstat(ix.queue, now, 'accepted')
 qstat(ix.queue, now, 'wait_sum_ms', wait)
 if qc and wait <= (tonumber(qc.sla_seconds) or 20) * 1000 then qstat(ix.queue, now, 'in_sla') end

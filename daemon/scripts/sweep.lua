@@ -40,10 +40,12 @@ for _, m in ipairs(due) do
         redis.call('ZREM', B .. 'deadlines', 'ovf:' .. id)
         redis.call('HSET', ikey, 'state', 'canceled', 'ended_at', now, 'end_reason', 'max_wait')
         qstat(ix.queue, now, 'timed_out')
+        rollup(ix, now, {timed_out = 1}, nil)
       end
     elseif kind == 'wrap' and ix.state == 'wrapup' then
       redis.call('HSET', ikey, 'state', 'completed', 'ended_at', now)
       redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', ix.agent, 'last_agent_at', now)
+      rollup(ix, now, {wrap_ms = now - tonumber(ix.wrapup_at or now)}, ix.agent)
       agent_release(ix.agent, ix.channel, now)
       history_add(ix.case_id, now, {'type', 'interaction.completed', 'interaction', id, 'agent', ix.agent})
       emit(now, 'interaction.completed', ix.agent, {interaction = id, agent = ix.agent, case = ix.case_id})
@@ -56,7 +58,7 @@ for _, m in ipairs(due) do
         local u = tonumber(ex[i])
         if u > now and (not nxt or u < nxt) then nxt = u end
       end
-      if nxt then redis.call('ZADD', B .. 'deadlines', nxt, 'excl:' .. id) end
+      if nxt then deadline_add(nxt, 'excl:' .. id) end
     end
   end
 end

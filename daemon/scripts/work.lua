@@ -60,12 +60,13 @@ if op == 'wrapup' then
   local handle = now - tonumber(ix.assigned_at or now)
   qstat(ix.queue, now, 'handled')
   qstat(ix.queue, now, 'handle_sum_ms', handle)
+  rollup(ix, now, {handled = 1, handle_ms = handle}, ix.agent)
   if secs <= 0 then
     ix.state = 'wrapup'
     finish('completed', 'interaction.completed', {'agent', ix.agent})
     return {ix_id, 'completed'}
   end
-  redis.call('ZADD', B .. 'deadlines', now + secs * 1000, 'wrap:' .. ix_id)
+  deadline_add(now + secs * 1000, 'wrap:' .. ix_id)
   emit(now, 'interaction.wrapup', ix.agent, {interaction = ix_id, agent = ix.agent, until_ms = now + secs * 1000})
   return {ix_id, 'wrapup'}
 elseif op == 'complete' then
@@ -76,6 +77,8 @@ elseif op == 'complete' then
   if ix.state == 'assigned' then
     qstat(ix.queue, now, 'handled')
     qstat(ix.queue, now, 'handle_sum_ms', now - tonumber(ix.assigned_at or now))
+    rollup(ix, now, {handled = 1, handle_ms = now - tonumber(ix.assigned_at or now)}, ix.agent)
+  else rollup(ix, now, {wrap_ms = now - tonumber(ix.wrapup_at or now)}, ix.agent)
   end
   finish('completed', 'interaction.completed', {'agent', ix.agent or '', 'note', args.note or ''})
   return {ix_id, 'completed'}
@@ -99,6 +102,7 @@ elseif op == 'transfer' then
   end
   agent_release(from_agent, ix.channel, now)
   qstat(ix.queue, now, 'transferred')
+  rollup_transfer(ix, now, from_agent)
   history_add(ix.case_id, now, {'type', 'interaction.transferred', 'interaction', ix_id, 'agent', from_agent,
                                 'to_queue', args.queue or '', 'to_agent', args.agent or '', 'note', args.note or ''})
   emit(now, 'interaction.transferred', from_agent, {interaction = ix_id, agent = from_agent,
@@ -118,7 +122,7 @@ elseif op == 'transfer' then
     if block > 0 then
       redis.call('HSET', ikey .. ':excl', from_agent, now + block * 1000)
       redis.call('EXPIRE', ikey .. ':excl', block + 60)
-      redis.call('ZADD', B .. 'deadlines', 'LT', now + block * 1000, 'excl:' .. ix_id)
+      deadline_add(now + block * 1000, 'excl:' .. ix_id, 'LT')
     end
     ix_enqueue(ix_id, ix, now)
     route_agent(from_agent, now)
@@ -132,6 +136,7 @@ elseif op == 'abandon' then
     return fail('ERR_CONFLICT', ix_id .. ' is ' .. ix.state .. ': only waiting or offered work can be abandoned')
   end
   qstat(ix.queue, now, 'abandoned')
+  if not ix.assigned_at then rollup(ix, now, {abandoned = 1}, nil) end
   finish('abandoned', 'interaction.abandoned', {'reason', args.reason or ''})
   return {ix_id, 'abandoned'}
 elseif op == 'cancel' then

@@ -125,6 +125,13 @@ struct config {
     int reject_block;
     int max_no_answer;
     int stats_window;
+    /* [analytics] (docs/ANALYTICS.md) */
+    char *analytics_rollups;        /* yes | no: hour-bucket report counters */
+    char *analytics_timezone;       /* the insurer's zone for report periods (tz name) */
+    int analytics_export_maxlen;    /* entries kept in the export stream */
+    int analytics_report_max_days;  /* longest report period */
+    double retention_days[5];       /* per channel (voice email fax branch webchat); 0: keep */
+    int retention_interval;         /* seconds between retention runs */
 
     struct routing_rule rules[CONFIG_MAX_RULES];
     int n_rules;
@@ -175,6 +182,7 @@ struct config {
     char *email_smtp_url;               /* smtp://host:port or smtps://host:port; unset: no sending */
     char *email_smtp_user, *email_smtp_password_file;
     char *email_smtp_starttls;          /* required | try | no */
+    char *email_smtp_ca_file;           /* CA bundle for the relay's certificate */
     int email_smtp_workers;
     int email_smtp_timeout;             /* seconds */
     int email_retry_base, email_retry_max, email_max_attempts;
@@ -189,6 +197,22 @@ struct config {
     char *email_inbound_token;          /* derived */
     struct mailbox_conf *mailboxes[CONFIG_MAX_MAILBOXES];
     int n_mailboxes;
+
+    /* [fax] (channels/fax*.c, docs/FAX.md) */
+    char *fax_phaxio_token_file, *fax_phaxio_callback_url;
+    char *fax_telnyx_public_key;
+    int fax_telnyx_window;
+    char *fax_gateway_secret_file;
+    int fax_gateway_window;
+    long long fax_max_document;
+    int fax_max_pages;
+    int fax_media_timeout, fax_media_attempts;
+    char *fax_ocr;                      /* yes | no */
+    int fax_ocr_workers, fax_ocr_queue;
+    char *fax_ocr_languages;
+    char *fax_outbound;                 /* none | phaxio */
+    char *fax_phaxio_api_base, *fax_phaxio_api_key, *fax_phaxio_api_secret_file;
+    int fax_send_attempts, fax_claim_idle, fax_outbox_poll_ms, fax_send_concurrency;
 
     struct queue_conf *queues[CONFIG_MAX_QUEUES];
     int n_queues;

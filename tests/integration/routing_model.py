@@ -534,7 +534,12 @@ class Replay:
             self.violate(eid, 'transfer of %s which is %s' % (ixid, x and x['state']))
             return
         self._load(x['agent'], x['channel'], -1)
+        from_agent = x['agent']
         x['agent'] = None
+        if not d.get('to_agent') and self.block_ms > 0 and from_agent:
+            # the agent that sent it to a queue is not handed it back (like a reject)
+            self.excl[(ixid, from_agent)] = e['at'] + self.block_ms
+            heapq.heappush(self.excl_heap, (e['at'] + self.block_ms, ixid, from_agent))
         if d.get('to_agent'):
             x['state'] = 'queued'   # not in a waiting set: offered directly next
             self.direct[ixid] = d['to_agent']

@@ -1,0 +1,159 @@
+/* fax.h - the fax channel (docs/FAX.md). Files sharing this header:
+ *   fax_wire.c  what arrives on the wire, with no I/O: multipart/form-data (GMime), the
+ *               Phaxio signature (HMAC-SHA1), the Telnyx signature (Ed25519), the Telnyx
+ *               JSON event, the document check (TIFF through libtiff, PDF), identifiers on
+ *               a cover sheet's OCR text. Fuzzed (tests/fuzz/fuzz_fax.c).
+ *   fax.c       the [fax] configuration, the routes (Phaxio, Telnyx, on-premises gateways),
+ *               the ingest of one received fax, the media download, the fax script.
+ *   fax_ocr.c   the OCR worker pool (libtesseract, off the loop thread).
+ * A fax is an interaction of channel "fax" whose external_id is "<provider>:<fax id>", so
+ * provider retries never create a second one; the document is in the content-addressed
+ * attachment store (include/omnicc/attachments.h), its sha256 in the interaction's metadata. */
+#ifndef OMNICC_CHANNEL_FAX_H
+#define OMNICC_CHANNEL_FAX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "omnicc/channel.h"
+
+struct config;
+struct event_base;
+struct http_req;
+
+extern const struct channel fax_channel;
+
+/* ---- multipart/form-data (fax_wire.c) ---- */
+
+#define FAX_FORM_MAX_PARTS 64
+
+struct fax_part {
+    char *name;         /* the form field's name (Content-Disposition name=) */
+    char *filename;     /* a file part's filename, or NULL for a plain field */
+    char *content_type; /* a file part's Content-Type, or NULL */
+    unsigned char *data; /* the bytes (NUL-terminated copy, len excludes it) */
+    size_t len;
+    bool is_file;       /* a file upload (filename= present) */
+};
+
+struct fax_form {
+    struct fax_part parts[FAX_FORM_MAX_PARTS];
+    int n;
+};
+
+/* Parse a multipart/form-data body (content_type is the request's Content-Type, with its
+ * boundary) with GMime. 0, or -1 with *why (static text); out is empty on failure. */
+int fax_form_parse(const char *content_type, const void *body, size_t len, struct fax_form *out,
+                   const char **why);
+void fax_form_free(struct fax_form *f);
+/* The first field (not file) named name, NUL-terminated; NULL when absent. */
+const char *fax_form_field(const struct fax_form *f, const char *name);
+/* The first file part named name; NULL when absent. */
+const struct fax_part *fax_form_file(const struct fax_form *f, const char *name);
+
+/* ---- signatures (fax_wire.c) ---- */
+
+/* Phaxio's X-Phaxio-Signature: hex HMAC-SHA1(callback token, url + each field sorted by
+ * name as name+value + each file part sorted by name as name + hex SHA-1 of its bytes). */
+void fax_phaxio_signature(const char *token, const char *url, const struct fax_form *f,
+                          char out[41]);
+bool fax_phaxio_valid(const char *token, const char *url, const struct fax_form *f,
+                      const char *header);
+
+/* Telnyx: telnyx-signature-ed25519 (base64 of the 64-byte signature) over timestamp "|"
+ * body, with the account's public key (base64 of the raw 32 bytes, as the portal shows it,
+ * or a PEM SubjectPublicKeyInfo), the timestamp within window seconds of now_s.
+ * 0, or -1 with *why. */
+int fax_telnyx_verify(const char *public_key, const char *timestamp, const char *signature,
+                      const void *body, size_t len, int64_t now_s, int window, const char **why);
+
+bool fax_telnyx_key_ok(const char *public_key);
+
+struct fax_telnyx_event {
+    char *event_type; /* data.event_type: fax.received, fax.failed, ... */
+    char *event_id;   /* data.id */
+    char *fax_id;     /* data.payload.fax_id */
+    char *from, *to;
+    char *media_url;
+    char *status;     /* data.payload.status */
+    char *failure_reason;
+    int page_count;   /* as the provider says (-1 absent): recorded, never trusted */
+    bool partial;     /* data.payload.partial_content */
+};
+
+/* Parse a Telnyx webhook envelope. 0, or -1 with *why; ev is freed on failure. */
+int fax_telnyx_parse(const char *body, size_t len, struct fax_telnyx_event *ev, const char **why);
+void fax_telnyx_event_free(struct fax_telnyx_event *ev);
+
+/* ---- documents (fax_wire.c) ---- */
+
+#define FAX_MAX_PAGES_HARD 10000
+
+struct fax_doc_info {
+    const char *type;       /* "tiff" | "pdf" */
+    const char *mime;       /* image/tiff | application/pdf */
+    int pages;              /* counted from the document */
+    int width, height;      /* first page, pixels (TIFF) */
+    float xres, yres;       /* first page, dpi (TIFF) */
+    const char *compression; /* first page: g3 | g4 | none | other (TIFF) */
+    const char *resolution; /* fine | standard | superfine | other (TIFF fax resolutions) */
+};
+
+/* Identify the document and count its pages from its own structure (libtiff directories;
+ * a PDF's page objects). 0, or -1 with *why (not a TIFF or PDF, damaged, more than
+ * max_pages pages). */
+int fax_doc_inspect(const void *data, size_t len, int max_pages, struct fax_doc_info *info,
+                    const char **why);
+
+/* ---- identifiers on a cover sheet (fax_wire.c) ---- */
+
+#define FAX_FOUND_MAX 8
+
+struct fax_found {
+    char policy[FAX_FOUND_MAX][256];
+    int n_policy;
+    char phone[FAX_FOUND_MAX][256];
+    int n_phone;
+    char case_id[FAX_FOUND_MAX][32];
+    int n_case;
+};
+
+/* Policy numbers (identity_policy, with its OCR repairs, over runs of up to four adjacent
+ * words, so "PL-2024-001 234" is found; with need_label, i.e. no [identity] policy_pattern
+ * to tell a policy number from any word, only after "policy", "póliza" or "poliza" on the
+ * same line), case tokens ("C-123", "C- 12", OCR's "C-I23") and phone numbers
+ * (identity_phone) in OCR text. Each list keeps order, without repeats. */
+void fax_find_identifiers(const char *text, bool need_label, struct fax_found *out);
+
+/* ---- outbound (fax_out.c) ---- */
+
+int fax_out_start(struct event_base *base, const struct config *cfg, char **err);
+void fax_out_stop(void);
+void fax_out_reload(const struct config *cfg);
+void fax_out_post(struct http_req *r); /* POST /v1/interactions/{id}/fax */
+
+/* ---- OCR (fax_ocr.c) ---- */
+
+/* Result handed back on the loop thread: text NULL with err on failure. Borrowed. */
+typedef void fax_ocr_done_fn(const char *ix_id, const char *text, const char *err, double cpu_s);
+
+int fax_ocr_start(struct event_base *base, int workers, int queue_max, const char *langs,
+                  fax_ocr_done_fn *done, char **err);
+void fax_ocr_stop(void);
+/* Queue OCR of the first page of the stored document (path); false when the queue is full
+ * or OCR is off. */
+bool fax_ocr_submit(const char *ix_id, const char *path);
+/* A page image (PNG) of a stored TIFF document, rendered by the same workers; cb runs on the
+ * loop thread with the PNG (borrowed) or err. false when the pool is busy or stopped. */
+typedef void fax_page_done_fn(void *arg, const unsigned char *png, size_t len, const char *err);
+bool fax_page_submit(const char *state_dir, const char *sha, int page, fax_page_done_fn *cb,
+                     void *arg);
+/* Page n (0-based) of a TIFF as PNG, standard resolution stretched to the page's real
+ * aspect ratio (malloc'd), or NULL with *err. */
+unsigned char *fax_render_page(const unsigned char *data, size_t len, int page, size_t *out_len,
+                               char **err);
+/* OCR of a TIFF held in memory, page 0 (for tests and the worker). */
+char *fax_ocr_tiff_page(void *api, const unsigned char *data, size_t len, char **err);
+
+#endif

@@ -1,0 +1,365 @@
+/* fax_out.c - sending faxes: POST /v1/interactions/{id}/fax puts a job on the Redis outbox
+ * stream (outbox:fax, consumer group 'senders': any daemon may send it, and a daemon that
+ * dies with a fax in hand leaves it for another); a timer on the loop claims jobs and hands
+ * each to the provider's REST API with curl_loop (Phaxio: POST /v2.1/faxes, multipart with
+ * the document). A provider error leaves the entry pending, to be claimed again after
+ * [fax] claim_idle seconds, up to send_attempts; the provider's status callback (Phaxio's
+ * "sent" callbacks on POST /v1/fax/phaxio) lands on the case history (fax script). */
+#include "fax.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "omnicc/attachments.h"
+#include "omnicc/config.h"
+#include "omnicc/curl_loop.h"
+#include "omnicc/http.h"
+#include "omnicc/identity.h"
+#include "omnicc/log.h"
+#include "omnicc/store.h"
+#include "omnicc/util.h"
+
+static struct {
+    const struct config *cfg;
+    struct event *timer;
+    char *api_secret;
+    char consumer[96];
+    int inflight;
+    bool claiming;
+} out;
+
+/* ---- POST /v1/interactions/{id}/fax ---- */
+
+static void queued(const redisReply *reply, const char *err, void *arg)
+{
+    struct http_req *r = arg;
+    if (err) {
+        if (strncmp(err, "ERR_NOT_FOUND ", 14) == 0)
+            http_reply_error(r, 404, "not_found", "%s", err + 14);
+        else if (strncmp(err, "ERR_FORBIDDEN ", 14) == 0)
+            http_reply_error(r, 401, "unauthorized", "%s", err + 14);
+        else
+            http_reply_unavailable(r, "storage unavailable");
+        return;
+    }
+    json_t *res = reply->type == REDIS_REPLY_STRING ? json_loadb(reply->str, reply->len, 0, NULL)
+                                                    : NULL;
+    if (!res) {
+        http_reply_unavailable(r, "unexpected storage reply");
+        return;
+    }
+    http_reply_json(r, 202, res);
+}
+
+void fax_out_post(struct http_req *r)
+{
+    const struct config *cfg = out.cfg;
+    if (!cfg || strcmp(cfg->fax_outbound, "none") == 0) {
+        http_reply_error(r, 404, "not_found", "no fax provider to send with ([fax] outbound)");
+        return;
+    }
+    json_t *obj = http_body_json_object(r);
+    if (!obj)
+        return;
+    const char *to = json_string_value(json_object_get(obj, "to"));
+    const char *doc = json_string_value(json_object_get(obj, "document"));
+    json_t *cv = json_object_get(obj, "cover");
+    const char *cover = json_string_value(cv);
+    char norm[IDENT_MAX];
+    const char *why = NULL;
+    const char *bad = NULL;
+    if (!to || strlen(to) >= IDENT_MAX || identity_phone(to, norm, sizeof(norm), &why) < 0)
+        bad = "to: a fax number";
+    else if (!attachment_sha_valid(doc))
+        bad = "document: the sha256 of a stored document (GET /v1/attachments/{sha256})";
+    else if (cv && (!cover || strlen(cover) > 1000 || !text_is_clean_utf8(cover, strlen(cover))))
+        bad = "cover: text of at most 1000 bytes";
+    if (!bad) {
+        char *path = xasprintf("%s/attachments/%.2s/%s", cfg->state_dir, doc, doc);
+        struct stat st;
+        if (stat(path, &st) < 0)
+            bad = "document: no stored document with that sha256";
+        else if (st.st_size > cfg->fax_max_document)
+            bad = "document: larger than [fax] max_document";
+        free(path);
+    }
+    if (bad) {
+        json_decref(obj);
+        http_reply_error(r, 400, "invalid_field", "%s", bad);
+        return;
+    }
+    json_t *a = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "ix", r->params[0], "to", norm, "document",
+                          doc, "cover", cover ? cover : "", "provider", cfg->fax_outbound,
+                          "auth_sha", r->is_admin ? "" : r->auth_sha);
+    json_decref(obj);
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    const char *argv[2] = {"send", text};
+    int rc = store_script(SCRIPT_FAX, 2, argv, NULL, queued, r);
+    free(text);
+    if (rc < 0)
+        http_reply_unavailable(r, store_status());
+}
+
+/* ---- the sender ---- */
+
+struct sending {
+    char *entry, *id, *job_text;
+    unsigned char *doc;
+    char *resp;
+    size_t resp_len;
+    curl_mime *mime;
+};
+
+static void sending_free(struct sending *s)
+{
+    free(s->entry);
+    free(s->id);
+    free(s->job_text);
+    free(s->doc);
+    free(s->resp);
+    if (s->mime)
+        curl_mime_free(s->mime);
+    free(s);
+}
+
+static void result_done(const redisReply *reply, const char *err, void *arg)
+{
+    struct sending *s = arg;
+    if (err)
+        log_error("fax: %s: recording the send result failed: %s", s->id, err);
+    out.inflight--;
+    sending_free(s);
+}
+
+static void report(struct sending *s, const char *outcome, const char *provider_id,
+                   const char *error)
+{
+    json_t *a = json_pack("{s:s,s:s,s:s,s:s,s:s}", "entry", s->entry, "id", s->id, "outcome",
+                          outcome, "provider_id", provider_id ? provider_id : "", "error",
+                          error ? error : "");
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    const char *argv[2] = {"result", text};
+    int rc = store_script(SCRIPT_FAX, 2, argv, NULL, result_done, s);
+    free(text);
+    if (rc < 0) { /* the entry stays pending: claimed again later */
+        out.inflight--;
+        sending_free(s);
+    }
+}
+
+static size_t collect(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct sending *s = arg;
+    size_t n = size * nmemb;
+    if (n == 0 || s->resp_len + n > 65536) /* an answer that large is not Phaxio's: abort */
+        return 0;
+    s->resp = xrealloc(s->resp, s->resp_len + n + 1);
+    memcpy(s->resp + s->resp_len, ptr, n);
+    s->resp_len += n;
+    s->resp[s->resp_len] = '\0';
+    return n;
+}
+
+static void sent(CURL *easy, CURLcode result, void *arg)
+{
+    struct sending *s = arg;
+    if (!out.cfg) { /* shutting down: the entry stays pending for the next daemon */
+        sending_free(s);
+        return;
+    }
+    long code = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+    json_t *res = s->resp ? json_loads(s->resp, 0, NULL) : NULL;
+    json_t *idv = json_object_get(json_object_get(res, "data"), "id");
+    char pid[64] = "";
+    if (json_is_integer(idv))
+        snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(idv));
+    else if (json_is_string(idv) && strlen(json_string_value(idv)) < sizeof(pid))
+        snprintf(pid, sizeof(pid), "%s", json_string_value(idv));
+    const char *msg = json_string_value(json_object_get(res, "message"));
+    char err[300];
+    if (result != CURLE_OK)
+        snprintf(err, sizeof(err), "%s", curl_easy_strerror(result));
+    else
+        snprintf(err, sizeof(err), "HTTP %ld%s%.250s", code, msg ? ": " : "", msg ? msg : "");
+    if (result == CURLE_OK && code >= 200 && code < 300 &&
+        json_is_true(json_object_get(res, "success")) && *pid) {
+        log_info("fax: %s handed to the provider (id %s)", s->id, pid);
+        report(s, "sent", pid, NULL);
+    } else if (result == CURLE_OK && code >= 400 && code < 500 && code != 429 && code != 408) {
+        log_warn("fax: %s refused by the provider: %s", s->id, err);
+        report(s, "failed", NULL, err);
+    } else {
+        log_warn("fax: %s: provider unavailable (%s); tried again in %d s", s->id, err,
+                 out.cfg->fax_claim_idle);
+        report(s, "retry", NULL, err);
+    }
+    json_decref(res);
+}
+
+static void send_one(const char *entry, const char *job_text)
+{
+    const struct config *cfg = out.cfg;
+    struct sending *s = xcalloc(1, sizeof(*s));
+    s->entry = xstrdup(entry);
+    s->job_text = xstrdup(job_text);
+    json_t *job = json_loads(job_text, 0, NULL);
+    const char *id = json_string_value(json_object_get(job, "id"));
+    const char *to = json_string_value(json_object_get(job, "to"));
+    const char *doc = json_string_value(json_object_get(job, "document"));
+    const char *cover = json_string_value(json_object_get(job, "cover"));
+    s->id = xstrdup(id ? id : "?");
+    out.inflight++;
+    size_t len = 0;
+    char *ct = NULL;
+    s->doc = doc ? attachment_get(cfg->state_dir, doc, (size_t)cfg->fax_max_document, &len, &ct,
+                                  NULL)
+                 : NULL;
+    if (!id || !to || !s->doc) {
+        free(ct);
+        json_decref(job);
+        report(s, "failed", NULL, "the document is no longer stored");
+        return;
+    }
+    CURL *easy = curl_easy_init();
+    s->mime = curl_mime_init(easy);
+    curl_mimepart *p = curl_mime_addpart(s->mime);
+    curl_mime_name(p, "to");
+    curl_mime_data(p, to, CURL_ZERO_TERMINATED);
+    p = curl_mime_addpart(s->mime);
+    curl_mime_name(p, "file");
+    curl_mime_filename(p, ct && strcmp(ct, "application/pdf") == 0 ? "fax.pdf" : "fax.tif");
+    curl_mime_type(p, ct ? ct : "application/octet-stream");
+    curl_mime_data(p, (const char *)s->doc, len);
+    if (cover && *cover) { /* Phaxio prints header_text (50 characters) on every page */
+        char head[51];
+        snprintf(head, sizeof(head), "%s", cover);
+        for (char *c = head; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+        p = curl_mime_addpart(s->mime);
+        curl_mime_name(p, "header_text");
+        curl_mime_data(p, head, CURL_ZERO_TERMINATED);
+    }
+    if (cfg->fax_phaxio_callback_url) {
+        p = curl_mime_addpart(s->mime);
+        curl_mime_name(p, "callback_url");
+        curl_mime_data(p, cfg->fax_phaxio_callback_url, CURL_ZERO_TERMINATED);
+    }
+    p = curl_mime_addpart(s->mime);
+    curl_mime_name(p, "tag[omnicc]");
+    curl_mime_data(p, s->id, CURL_ZERO_TERMINATED);
+    free(ct);
+    json_decref(job);
+    char *url = xasprintf("%s/v2.1/faxes", cfg->fax_phaxio_api_base);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    free(url);
+    curl_easy_setopt(easy, CURLOPT_MIMEPOST, s->mime);
+    curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(easy, CURLOPT_USERNAME, cfg->fax_phaxio_api_key ? cfg->fax_phaxio_api_key : "");
+    curl_easy_setopt(easy, CURLOPT_PASSWORD, out.api_secret ? out.api_secret : "");
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "omniccd/0.1");
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 120000L);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, s);
+    if (curl_loop_add(easy, sent, s) < 0) {
+        curl_easy_cleanup(easy);
+        report(s, "retry", NULL, "cannot start the request");
+    }
+}
+
+static void claimed(const redisReply *reply, const char *err, void *arg)
+{
+    out.claiming = false;
+    if (err) {
+        if (strcmp(err, "unavailable") != 0)
+            log_warn("fax: outbox claim failed: %s", err);
+        return;
+    }
+    json_t *list = reply->type == REDIS_REPLY_STRING ? json_loadb(reply->str, reply->len, 0, NULL)
+                                                     : NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        const char *entry = json_string_value(json_object_get(e, "entry"));
+        const char *job = json_string_value(json_object_get(e, "job"));
+        if (entry && job)
+            send_one(entry, job);
+    }
+    json_decref(list);
+}
+
+static void poll_outbox(evutil_socket_t fd, short what, void *arg)
+{
+    const struct config *cfg = out.cfg;
+    int room = cfg->fax_send_concurrency - out.inflight;
+    if (out.claiming || room <= 0 || !store_ready())
+        return;
+    json_t *a = json_pack("{s:s,s:i,s:I,s:i}", "consumer", out.consumer, "count", room, "idle_ms",
+                          (json_int_t)cfg->fax_claim_idle * 1000, "max_attempts",
+                          cfg->fax_send_attempts);
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    const char *argv[2] = {"claim", text};
+    out.claiming = true;
+    if (store_script(SCRIPT_FAX, 2, argv, NULL, claimed, NULL) < 0)
+        out.claiming = false;
+    free(text);
+}
+
+int fax_out_start(struct event_base *base, const struct config *cfg, char **err)
+{
+    out.cfg = cfg;
+    if (strcmp(cfg->fax_outbound, "phaxio") != 0)
+        return 0;
+    if (!cfg->fax_phaxio_api_key || !cfg->fax_phaxio_api_secret_file) {
+        *err = xstrdup("[fax] outbound = phaxio needs phaxio_api_key and phaxio_api_secret_file");
+        return -1;
+    }
+    char *e = NULL;
+    out.api_secret = read_secret_file(cfg->fax_phaxio_api_secret_file, &e);
+    if (!out.api_secret) {
+        *err = xasprintf("[fax] phaxio_api_secret_file: %s", e);
+        free(e);
+        return -1;
+    }
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out.consumer, sizeof(out.consumer), "%s-%d", host, (int)getpid());
+    out.timer = event_new(base, -1, EV_PERSIST, poll_outbox, NULL);
+    struct timeval tv = {cfg->fax_outbox_poll_ms / 1000, (cfg->fax_outbox_poll_ms % 1000) * 1000};
+    event_add(out.timer, &tv);
+    return 0;
+}
+
+void fax_out_stop(void)
+{
+    if (out.timer)
+        event_free(out.timer);
+    free(out.api_secret);
+    memset(&out, 0, sizeof(out));
+}
+
+void fax_out_reload(const struct config *cfg)
+{
+    if (!out.api_secret || !cfg->fax_phaxio_api_secret_file)
+        return;
+    char *e = NULL;
+    char *fresh = read_secret_file(cfg->fax_phaxio_api_secret_file, &e);
+    if (!fresh) {
+        log_error("reload: [fax] phaxio_api_secret_file: %s; keeping the previous one", e);
+        free(e);
+        return;
+    }
+    free(out.api_secret);
+    out.api_secret = fresh;
+}

@@ -1,0 +1,77 @@
+-- email_reply.lua: queue one outbound email on the case of an inbound email interaction.
+-- ARGV[1] interaction id, ARGV[2] token sha ('' = admin), ARGV[3] JSON {mode = 'agent' |
+-- 'ack', body, attachments = [{sha256, filename, content_type}], message_id (made by the
+-- daemon), ack_rate (seconds, mode ack)}. The message is built from the interaction: To is
+-- its Reply-To or From, From the mailbox it came in through, In-Reply-To its Message-ID,
+-- References its References plus that id, the subject "Re: ..." with the case token.
+-- Writes msgid:<id> -> case (so the customer's answer threads), msgout:<id> (the delivery
+-- state), the job on the outbox stream (email_smtp.c sends it), and the case history.
+-- Returns {message_id, stream entry id} or {'', reason} when an acknowledgement is skipped.
+local ix_id, sha = ARGV[1], ARGV[2]
+local a = cjson.decode(ARGV[3])
+local now = now_ms()
+local ikey = B .. 'ix:' .. ix_id
+local ix = hash_to_table(redis.call('HGETALL', ikey))
+if not ix.id then return fail('ERR_NOT_FOUND', 'no interaction ' .. ix_id) end
+if ix.channel ~= 'email' then return fail('ERR_INVALID', ix_id .. ' is not an email interaction') end
+local meta = {}
+if ix.metadata and ix.metadata ~= '' then meta = cjson.decode(ix.metadata) end
+
+if a.mode == 'agent' then
+  -- the agent holding the interaction, or an admin
+  if sha ~= '' and not (ix.agent and agent_authorised(ix.agent, sha)) then
+    return fail('ERR_FORBIDDEN', 'not your interaction')
+  end
+else
+  -- an automatic acknowledgement: never to automatic mail, only for a case this message
+  -- opened, at most one per sender per ack_rate seconds
+  if meta.auto_submitted or meta.bulk or meta.from_daemon then return {'', 'automatic'} end
+  local c = redis.call('HMGET', B .. 'case:' .. ix.case_id, 'created_at')
+  if tostring(c[1]) ~= tostring(ix.created_at) then return {'', 'existing_case'} end
+end
+
+local to = ix.from or ''
+if type(meta.reply_to) == 'table' and type(meta.reply_to[1]) == 'string' then to = meta.reply_to[1] end
+if to == '' then return fail('ERR_INVALID', 'the message has no address to reply to') end
+if type(meta.reply_from) ~= 'string' or meta.reply_from == '' then
+  return fail('ERR_INVALID', 'no From address: set [mailbox] address or [email] from_address')
+end
+if a.mode ~= 'agent' then
+  local rl = redis.call('SET', B .. 'ackrl:' .. string.lower(to), now, 'NX', 'EX', tonumber(a.ack_rate) or 86400)
+  if not rl then return {'', 'rate_limited'} end
+end
+
+local case_id = ix.case_id
+local token = '[#' .. case_id .. ']'
+local base = ix.subject or ''
+local reply_prefix = {re = true, aw = true, sv = true, antw = true, r = true, rif = true}
+for _ = 1, 3 do
+  local p, rest = string.match(base, '^%s*(%a+)%s*:%s*(.*)$')
+  if not p or not reply_prefix[string.lower(p)] then break end
+  base = rest
+end
+local subject = 'Re: ' .. base
+if not string.find(subject, token, 1, true) then subject = subject .. ' ' .. token end
+
+local refs = {}
+if type(meta.references) == 'table' then
+  for _, r in ipairs(meta.references) do refs[#refs + 1] = r end
+end
+if type(meta.message_id) == 'string' then refs[#refs + 1] = meta.message_id end
+while #refs > 20 do table.remove(refs, 1) end
+
+local mid = a.message_id
+local job = {id = mid, kind = a.mode, from = meta.reply_from, from_name = meta.reply_from_name or '',
+             to = to, subject = subject, body = a.body or '', in_reply_to = meta.message_id or '',
+             references = refs, attachments = a.attachments or {}, case = case_id,
+             interaction = ix_id, attempt = 1, created_at = now}
+local text = cjson.encode(job)
+redis.call('SET', B .. 'msgid:' .. mid, case_id)
+redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id, 'to', to,
+           'status', 'queued', 'kind', a.mode, 'created_at', now, 'attempts', 0)
+local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', text)
+history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
+                           'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
+                           'text', string.sub(a.body or '', 1, 4000)})
+emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
+return {mid, entry}

@@ -1,0 +1,689 @@
+"""The analytical CRM (docs/ANALYTICS.md, docs/EXPORT.md, docs/API.md "Data rights") against
+a real redis-server and omniccd: the service report kept as things happen (hour buckets,
+the insurer's zone for days and weeks, a daylight-saving day, empty periods, interactions
+spanning buckets, the segment at the time of contact), the warehouse export (resumable
+cursor, exactly once across a restart, CSV and NDJSON from the command line, loaded into a
+real PostgreSQL whose SQL reproduces the report figure for figure), `reports rebuild`
+equal to the live counters after a random run, and data rights (access export, legal hold,
+erasure that leaves nothing of the person in lookups, cases, reports, export, attachments),
+every access audited."""
+import calendar
+import csv
+import datetime
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness
+from test_routing import BASE, Floor
+
+TZ = 'Europe/Madrid'
+CONFIG = '''
+[analytics]
+timezone = Europe/Madrid
+[routing]
+boost_voice = 0
+boost_webchat = 0
+boost_email = 0
+boost_fax = 0
+boost_branch = 0
+reject_block = 0
+offer_timeout_voice = 120
+offer_timeout_email = 120
+offer_timeout_webchat = 120
+[queue default]
+channels = voice email fax branch webchat
+sla_seconds = 20
+[queue claims]
+channels = voice email
+skills = claims
+sla_seconds = 1
+'''
+RAW = ['offered', 'answered', 'abandoned', 'answered_in_sla', 'wait_ms', 'handled',
+       'handle_ms', 'wrap_ms', 'transfers', 'timed_out', 'new_cases', 'repeat_cases']
+DIMS = ['channel', 'queue', 'segment', 'branch', 'agent']
+
+
+def read_doc(name):
+    with open(os.path.join(os.path.dirname(__file__), '..', '..', 'docs', name)) as f:
+        return f.read()
+
+
+def utc_hour(y, m, d, h):
+    return calendar.timegm((y, m, d, h, 0, 0)) // 3600
+
+
+class Reports(Floor):
+    def report(self, q, expect=200):
+        st, out, _ = self.d.get('/v1/reports/service?' + q)
+        self.assertEqual(st, expect, out)
+        return out
+
+    def today_query(self, group_by='channel', interval='day'):
+        # the local day (Madrid) around now, padded: a run near midnight stays inside
+        now = datetime.datetime.utcnow()
+        a = (now - datetime.timedelta(days=1)).strftime('%Y-%m-%d')
+        b = (now + datetime.timedelta(days=2)).strftime('%Y-%m-%d')
+        return 'from=%s&to=%s&interval=%s&group_by=%s' % (a, b, interval, group_by)
+
+    def rollup_keys(self):
+        out = {}
+        for k in self.redis.raw('KEYS', BASE + 'rp:*'):
+            lines = self.redis.raw('HGETALL', k)
+            out[k] = dict(zip(lines[0::2], lines[1::2]))
+        return out
+
+
+class LiveReportTest(Reports, harness.TestCase):
+    """One random run through the API; every assertion compares against the run's own model."""
+    extra_config = CONFIG
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model = None
+
+    def setUp(self):
+        if LiveReportTest.model is None:
+            LiveReportTest.model = False  # one attempt: a failed run fails every test
+            LiveReportTest.model = self.run_floor()
+        if LiveReportTest.model is False:
+            self.fail('the random run failed (see the first failure)')
+
+    def import_customers(self, recs):
+        body = ''.join(json.dumps(r) + '\n' for r in recs)
+        st, out, _ = self.d.post('/v1/customers/import', body, content_type='application/x-ndjson')
+        self.assertEqual(st, 200, out)
+
+    def run_floor(self):
+        rnd = random.Random(4242)
+        # policyholders: segments from premium x loyalty (docs/ANALYTICS.md)
+        self.import_customers([
+            {'id': 'H-1', 'name': 'Ana', 'phones': ['600111001'], 'annual_premium': 2400,
+             'tenure_years': 9, 'claims_last_3y': 0},            # platinum
+            {'id': 'H-2', 'name': 'Bea', 'phones': ['600111002'], 'annual_premium': 2400,
+             'tenure_years': 1, 'claims_last_3y': 0},            # gold
+            {'id': 'H-3', 'name': 'Cai', 'phones': ['600111003'], 'annual_premium': 700,
+             'tenure_years': 1, 'claims_last_3y': 0},            # silver
+        ])
+        segs = {'600111001': 'platinum', '600111002': 'gold', '600111003': 'silver'}
+        self.make_agent('an-a1', {'claims': 1}, {'voice': 10, 'email': 10, 'webchat': 10, 'fax': 10})
+        self.make_agent('an-a2', {'claims': 1}, {'voice': 10, 'email': 10, 'webchat': 10, 'fax': 10})
+        m = {'offered': {}, 'answered': 0, 'abandoned': 0, 'transfers': 0, 'handled': 0,
+             'in_sla': 0, 'by_segment': {}, 'by_queue': {}, 'by_agent': {}, 'ids': [],
+             'cases': {}}
+
+        def bump(d, k, n=1):
+            d[k] = d.get(k, 0) + n
+
+        for n in range(36):
+            ch = rnd.choice(['voice', 'voice', 'email', 'webchat', 'fax'])
+            phone = rnd.choice(list(segs) + [None])
+            queue = 'claims' if ch in ('voice', 'email') and rnd.random() < 0.4 else 'default'
+            if n == 35:  # a segment change between two contacts of the same person
+                self.import_customers([{'id': 'H-3', 'name': 'Cai', 'phones': ['600111003'],
+                                        'annual_premium': 100, 'tenure_years': 1,
+                                        'claims_last_3y': 0}])
+                segs['600111003'] = 'standard'
+                phone, ch, queue = '600111003', 'voice', 'default'
+            body = {'channel': ch, 'external_id': self.ext('an'), 'queue': queue,
+                    'subject': 'contact %d' % n}
+            if phone:
+                body['customer'] = {'phone': phone}
+            out = self.ingest(**body)
+            iid = out['id']
+            m['ids'].append(iid)
+            bump(m['cases'], out['case_id'])
+            bump(m['offered'], ch)
+            bump(m['by_segment'], segs.get(phone, 'standard'))
+            bump(m['by_queue'], queue)
+            x = self.wait_state(iid, 'offered')
+            action = rnd.choice(['complete', 'wrapup', 'transfer', 'abandon', 'late'])
+            if n == 35:
+                action = 'complete'
+            if action == 'abandon':
+                self.work(iid, 'abandon', {'reason': 'hung-up'})
+                m['abandoned'] += 1
+                continue
+            if action == 'late':
+                if queue != 'claims':
+                    action = 'complete'
+                else:
+                    time.sleep(1.1)  # beyond the claims queue's 1 s target
+            self.accept(x['reservation'])
+            m['answered'] += 1
+            bump(m['by_agent'], x['agent'])
+            if action != 'late':
+                m['in_sla'] += 1
+            if action == 'transfer':
+                self.work(iid, 'transfer', {'queue': 'default', 'note': 'to general'})
+                m['transfers'] += 1
+                y = self.wait_state(iid, 'offered')
+                self.accept(y['reservation'])
+            if action == 'wrapup':
+                self.work(iid, 'wrapup', {'disposition': 'done'})
+            else:
+                self.work(iid, 'complete')
+            m['handled'] += 1
+        return m
+
+    def test_totals_match_the_run(self):
+        m = self.model
+        rep = self.report(self.today_query('channel'))
+        t = rep['total']
+        self.assertEqual(t['offered'], len(m['ids']))
+        self.assertEqual(t['answered'], m['answered'])
+        self.assertEqual(t['abandoned'], m['abandoned'])
+        self.assertEqual(t['transfers'], m['transfers'])
+        self.assertEqual(t['handled'], m['handled'])
+        self.assertEqual(t['answered_in_sla'], m['in_sla'])
+        self.assertAlmostEqual(t['abandon_rate'], round(m['abandoned'] / len(m['ids']), 4))
+        self.assertAlmostEqual(t['service_level'],
+                               round(m['in_sla'] / (m['answered'] + m['abandoned']), 4))
+        self.assertEqual({g['key']: g['offered'] for g in rep['groups']}, m['offered'])
+        self.assertGreater(t['wait_ms'], 0)
+        self.assertIsNotNone(t['asa_seconds'])
+        self.assertIsNotNone(t['aht_seconds'])
+        self.assertEqual(t['contacts_per_case'], round(t['offered'] / t['new_cases'], 4))
+        # first-contact resolution: cases with a second contact, counted where they opened
+        self.assertEqual(t['new_cases'], len(m['cases']))
+        repeats = sum(1 for n in m['cases'].values() if n > 1)
+        self.assertGreater(repeats, 0)
+        self.assertEqual(t['repeat_cases'], repeats)
+        self.assertAlmostEqual(t['fcr_rate'], round(1 - repeats / len(m['cases']), 4))
+        # the day of the run is one of three local days; the others are empty, with zeros
+        self.assertEqual(len(rep['periods']), 3)
+        self.assertEqual(sum(p['total']['offered'] for p in rep['periods']), len(m['ids']))
+        empty = [p for p in rep['periods'] if p['total']['offered'] == 0]
+        self.assertTrue(empty)
+        self.assertEqual(empty[0]['groups'], [])
+        self.assertIsNone(empty[0]['total']['service_level'])
+
+    def test_every_dimension_adds_up(self):
+        m = self.model
+        seg = self.report(self.today_query('segment'))
+        self.assertEqual({g['key']: g['offered'] for g in seg['groups']}, m['by_segment'])
+        que = self.report(self.today_query('queue'))
+        self.assertEqual({g['key']: g['offered'] for g in que['groups']}, m['by_queue'])
+        ag = self.report(self.today_query('agent'))
+        got = {g['key']: g['answered'] for g in ag['groups'] if g['answered']}
+        self.assertEqual(got, m['by_agent'])
+        self.assertEqual(sum(g['offered'] for g in ag['groups'] if g['key'] == '-'), len(m['ids']))
+        br = self.report(self.today_query('branch'))
+        self.assertEqual([g['key'] for g in br['groups']], ['-'])
+        for rep in (seg, que, ag, br):
+            for f in RAW:
+                if rep['group_by'] != 'agent' or f not in ('offered', 'abandoned', 'new_cases',
+                                                           'repeat_cases'):
+                    self.assertEqual(sum(g[f] for g in rep['groups']), rep['total'][f], (rep['group_by'], f))
+
+    def test_segment_is_the_one_at_the_time_of_contact(self):
+        # H-3 was silver for its earlier contacts and standard for the last one
+        st, c, _ = self.d.get('/v1/customers?phone=600111003')
+        self.assertEqual((st, c['segment']), (200, 'standard'))
+        last = self.ix(self.model['ids'][-1])
+        self.assertEqual(last['segment'], 'standard')
+        seg = self.report(self.today_query('segment'))
+        self.assertIn('silver', [g['key'] for g in seg['groups']])
+
+    def test_hour_interval_and_csv(self):
+        rep = self.report(self.today_query('channel', 'hour'))
+        self.assertEqual(len(rep['periods']), sum(p['hours'] for p in rep['periods']))
+        self.assertEqual(sum(p['total']['offered'] for p in rep['periods']), len(self.model['ids']))
+        st, body, h = self.d.request('GET', '/v1/reports/service?format=csv&' + self.today_query('queue'),
+                                     raw=True)
+        self.assertEqual(st, 200)
+        self.assertTrue(h['content-type'].startswith('text/csv'))
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+        tot = [r for r in rows if r['queue'] == '(total)']
+        self.assertEqual(sum(int(r['offered']) for r in tot), len(self.model['ids']))
+
+    def test_bad_requests(self):
+        self.report('from=2026-01-01&to=2026-01-02&interval=month', 400)
+        self.report('from=2026-01-01&to=2026-01-02&group_by=colour', 400)
+        self.report('from=yesterday&to=2026-01-02', 400)
+        self.report('from=2026-01-02&to=2026-01-01', 400)
+        self.report('from=2000-01-01&to=2026-01-01', 400)  # beyond report_max_days
+        st, _, _ = self.d.get('/v1/reports/service?from=2026-01-01&to=2026-01-02', auth=False)
+        self.assertEqual(st, 401)
+
+    def export_all(self, limit=7, restart_after=None):
+        cursor, ids, lines, pages = '0', [], [], 0
+        while True:
+            st, body, h = self.d.request('GET', '/v1/export/events?cursor=%s&limit=%d' % (cursor, limit),
+                                         raw=True)
+            self.assertEqual(st, 200, body)
+            page = [json.loads(l) for l in body.decode().splitlines()]
+            if not page:
+                self.assertEqual(h['omnicc-next-cursor'], cursor)
+                return ids, lines
+            lines.extend(page)
+            ids.extend(e['id'] for e in page)
+            cursor = h['omnicc-next-cursor']
+            self.assertEqual(cursor, page[-1]['id'])
+            pages += 1
+            if restart_after is not None and pages == restart_after:
+                self.d.stop()
+                self.d.start()
+
+    def test_export_resumes_exactly_once_across_a_restart(self):
+        ids, lines = self.export_all(limit=7, restart_after=3)
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(ids, sorted(ids, key=lambda i: tuple(int(x) for x in i.split('-'))))
+        self.assertEqual(len(ids), int(self.redis.raw('XLEN', BASE + 'xs')[0]))
+        self.assertTrue(all(e['v'] == 1 for e in lines))
+        kinds = {e['kind'] for e in lines}
+        self.assertEqual(kinds, {'case_event', 'fact'})
+        # pseudonymous: no texts, no addresses
+        text = json.dumps(lines)
+        for needle in ('contact 1', '600111', 'Ana', 'hung-up', 'to general'):
+            self.assertNotIn(needle, text)
+        st, _, _ = self.d.get('/v1/export/events?cursor=nonsense')
+        self.assertEqual(st, 400)
+
+    def test_export_cursor_older_than_the_stream_is_gone(self):
+        st, body, _ = self.d.request('GET', '/v1/export/events?cursor=1-0&limit=1', raw=True)
+        self.assertEqual(st, 410, body)
+
+    def cli(self, *args):
+        out = subprocess.run([harness.OMNICCD, '-c', self.d.config_path] + list(args),
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
+    def test_cli_export_ndjson_and_csv(self):
+        nd = [json.loads(l) for l in self.cli('export', '--since', '0', '--format', 'ndjson').splitlines()]
+        self.assertEqual(len(nd), int(self.redis.raw('XLEN', BASE + 'xs')[0]))
+        mid = nd[len(nd) // 2]['id']
+        rest = self.cli('export', '--since', mid).splitlines()
+        self.assertEqual([json.loads(l)['id'] for l in rest], [e['id'] for e in nd if
+                                                                 tuple(map(int, e['id'].split('-'))) >
+                                                                 tuple(map(int, mid.split('-')))])
+        facts = list(csv.DictReader(io.StringIO(self.cli('export', '--format', 'csv', '--table', 'facts'))))
+        self.assertEqual(len(facts), sum(1 for e in nd if e['kind'] == 'fact'))
+        self.assertEqual(sum(int(f['offered']) for f in facts), len(self.model['ids']))
+        future = (datetime.datetime.utcnow() + datetime.timedelta(days=1)).strftime('%Y-%m-%dT00:00Z')
+        self.assertEqual(self.cli('export', '--since', future), '')
+
+    def test_rebuild_equals_live(self):
+        before = self.rollup_keys()
+        self.assertTrue(before)
+        out = json.loads(self.cli('reports', 'rebuild'))
+        self.assertGreater(out['facts_replayed'], 0)
+        after = self.rollup_keys()
+        self.assertEqual(after, before)
+
+    def test_postgres_reproduces_the_report(self):
+        pg = PostgresFixture.get()
+        if pg is None:
+            self.skipTest('PostgreSQL (postgresql-15) not installed')
+        tmp = tempfile.mkdtemp(prefix='omnicc-pgload-')
+        try:
+            ev = os.path.join(tmp, 'events.csv')
+            fa = os.path.join(tmp, 'facts.csv')
+            with open(ev, 'w') as f:
+                f.write(self.cli('export', '--format', 'csv', '--table', 'events'))
+            with open(fa, 'w') as f:
+                f.write(self.cli('export', '--format', 'csv', '--table', 'facts'))
+            schema = read_doc('export_schema.sql')
+            pg.psql(schema)
+            pg.psql("\\copy omnicc_events FROM '%s' WITH (FORMAT csv, HEADER true)\n"
+                    "\\copy omnicc_facts FROM '%s' WITH (FORMAT csv, HEADER true)\n" % (ev, fa))
+            for group_by, interval in (('channel', 'day'), ('segment', 'day'), ('queue', 'hour'),
+                                       ('agent', 'week')):
+                rep = self.report(self.today_query(group_by, interval))
+                frm, to = rep['from'], rep['to']
+                sql = read_doc('export_report.sql')
+                sql = (sql.replace(':tz', "'%s'" % TZ).replace(':interval', "'%s'" % interval)
+                       .replace(':group_by', group_by).replace(':from', "'%s'" % frm)
+                       .replace(':to', "'%s'" % to))
+                rows = pg.query(sql)
+                fields = ['offered', 'answered', 'abandoned', 'answered_in_sla', 'service_level',
+                          'asa_seconds', 'aht_seconds', 'transfers', 'handled', 'new_cases',
+                          'contacts_per_case', 'repeat_cases', 'fcr_rate']
+                got = {(r[0], r[1]): dict(zip(fields, r[2:])) for r in rows}
+                want = {}
+                for p in rep['periods']:
+                    start = p['start'][:19].replace('T', ' ')
+                    for g in p['groups']:
+                        want[(start, g['key'])] = {k: g[k] for k in fields}
+                self.assertTrue(want)
+                self.assertEqual(set(got), set(want), (group_by, interval))
+                for k, w in want.items():
+                    for f, v in w.items():
+                        gv = got[k][f]
+                        if v is None or gv is None:
+                            self.assertEqual((f, gv), (f, v), (group_by, k))
+                        else:
+                            self.assertAlmostEqual(float(gv), float(v), places=3, msg=(group_by, k, f))
+            # ASA from the case events themselves (first acceptance per interaction) agrees
+            asa_events = pg.query(
+                "SELECT sum(w) FROM (SELECT DISTINCT ON (interaction_id) (doc->>'wait_ms')::bigint AS w "
+                "FROM omnicc_events WHERE type = 'offer.accepted' ORDER BY interaction_id, id) s")[0][0]
+            asa_facts = pg.query("SELECT sum(wait_ms) FROM omnicc_facts")[0][0]
+            self.assertEqual(int(asa_events), int(asa_facts))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class PostgresFixture:
+    """A throwaway PostgreSQL: initdb + pg_ctl in a temporary directory, as a non-root user,
+    on a free port, its unix socket in the temporary directory."""
+    _inst = None
+
+    @classmethod
+    def get(cls):
+        if cls._inst is None:
+            bindir = None
+            for v in ('17', '16', '15', '14', '13'):
+                if os.path.exists('/usr/lib/postgresql/%s/bin/initdb' % v):
+                    bindir = '/usr/lib/postgresql/%s/bin' % v
+                    break
+            if not bindir:
+                return None
+            cls._inst = cls(bindir)
+        return cls._inst
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.tmp = tempfile.mkdtemp(prefix='omnicc-pg-')
+        os.chmod(self.tmp, 0o777)
+        self.data = os.path.join(self.tmp, 'data')
+        self.port = harness.free_port()
+        self.prefix = []
+        if os.geteuid() == 0:
+            self.prefix = ['runuser', '-u', 'postgres', '--']
+            shutil.chown(self.tmp, 'postgres')
+        self.run([bindir + '/initdb', '-D', self.data, '-A', 'trust', '-U', 'omnicc', '-E', 'UTF8',
+                  '--no-sync'])
+        self.run([bindir + '/pg_ctl', '-D', self.data, '-l', os.path.join(self.tmp, 'pg.log'), '-w',
+                  '-o', "-p %d -k %s -c listen_addresses='' -c fsync=off" % (self.port, self.tmp),
+                  'start'])
+        import atexit
+        atexit.register(self.stop)
+
+    def run(self, argv, client=False):
+        # the server runs as a non-root user; psql (a client) as whoever runs the test
+        out = subprocess.run((argv if client else self.prefix + argv), capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError('%s: %s %s' % (argv[0], out.stdout, out.stderr))
+        return out.stdout
+
+    def psql(self, sql):
+        return self.run(['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', self.tmp, '-p',
+                         str(self.port), '-U', 'omnicc', '-d', 'postgres', '-c', sql]
+                        if '\\copy' not in sql else
+                        ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', self.tmp, '-p',
+                         str(self.port), '-U', 'omnicc', '-d', 'postgres', '-f', self._file(sql)],
+                        client=True)
+
+    def _file(self, sql):
+        path = os.path.join(self.tmp, 'script-%d.sql' % harness.free_port())
+        with open(path, 'w') as f:
+            f.write(sql)
+        os.chmod(path, 0o644)
+        return path
+
+    def query(self, sql):
+        out = self.run(['psql', '-X', '-q', '-A', '-t', '-F', '\t', '-v', 'ON_ERROR_STOP=1', '-h',
+                        self.tmp, '-p', str(self.port), '-U', 'omnicc', '-d', 'postgres', '-c', sql],
+                       client=True)
+        rows = []
+        for line in out.splitlines():
+            if line:
+                rows.append([None if c == '' else c for c in line.split('\t')])
+        return rows
+
+    def stop(self):
+        subprocess.run(self.prefix + [self.bindir + '/pg_ctl', '-D', self.data, '-m', 'immediate',
+                                      'stop'], capture_output=True, timeout=60)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PeriodTest(Reports, harness.TestCase):
+    """Day and week boundaries in the insurer's zone, over counters written directly (the
+    scripts take the time from Redis, which a test cannot move), and a live interaction
+    answered in a later hour than it arrived."""
+    extra_config = CONFIG
+
+    def put(self, hour, channel, **metrics):
+        for k, n in metrics.items():
+            self.redis.cli('HINCRBY', '%srp:%d' % (BASE, hour), '%s|default|standard|-|-|%s' % (channel, k), n)
+
+    def test_daylight_saving_days_have_23_and_25_hours(self):
+        # Madrid: 2026-03-29 02:00 CET -> 03:00 CEST; 2026-10-25 03:00 CEST -> 02:00 CET
+        for h in range(utc_hour(2026, 3, 28, 23), utc_hour(2026, 3, 29, 22)):  # the local day
+            self.put(h, 'voice', offered=1)
+        self.put(utc_hour(2026, 3, 28, 22), 'voice', offered=100)  # 23:00 local, the day before
+        self.put(utc_hour(2026, 3, 29, 22), 'voice', offered=1000)  # 00:00 local, the day after
+        rep = self.report('from=2026-03-28&to=2026-03-31&interval=day')
+        days = [(p['start'], p['hours'], p['total']['offered']) for p in rep['periods']]
+        self.assertEqual(days, [('2026-03-28T00:00:00+01:00', 24, 100),
+                                ('2026-03-29T00:00:00+01:00', 23, 23),
+                                ('2026-03-30T00:00:00+02:00', 24, 1000)])
+        rep = self.report('from=2026-10-25&to=2026-10-26&interval=hour')
+        self.assertEqual(len(rep['periods']), 25)
+        rep = self.report('from=2026-10-25&to=2026-10-26&interval=day')
+        self.assertEqual([p['hours'] for p in rep['periods']], [25])
+
+    def test_time_zone_boundaries(self):
+        # 23:30 UTC on 31 January is 00:30 on 1 February in Madrid
+        self.put(utc_hour(2026, 1, 31, 23), 'email', offered=3, answered=2, wait_ms=4000,
+                 answered_in_sla=1)
+        rep = self.report('from=2026-01-31&to=2026-02-02&interval=day&group_by=channel')
+        self.assertEqual([p['total']['offered'] for p in rep['periods']], [0, 3])
+        self.assertEqual(rep['periods'][1]['groups'][0]['key'], 'email')
+        self.assertEqual(rep['periods'][1]['total']['asa_seconds'], 2.0)
+        # an absolute window in UTC selects the same hour
+        rep = self.report('from=2026-01-31T23:00Z&to=2026-02-01T00:00Z&interval=hour')
+        self.assertEqual(rep['total']['offered'], 3)
+        self.assertEqual(rep['from'], '2026-02-01T00:00:00+01:00')
+        # weeks start on Monday, local time: Mon 2026-01-26 .. Sun 2026-02-01
+        rep = self.report('from=2026-01-26&to=2026-02-09&interval=week')
+        self.assertEqual([(p['start'][:10], p['total']['offered']) for p in rep['periods']],
+                         [('2026-01-26', 3), ('2026-02-02', 0)])
+
+    def test_empty_period(self):
+        rep = self.report('from=2025-06-01&to=2025-06-03&interval=day&group_by=agent')
+        self.assertEqual([p['groups'] for p in rep['periods']], [[], []])
+        self.assertEqual(rep['total']['offered'], 0)
+        self.assertIsNone(rep['total']['asa_seconds'])
+        self.assertEqual(rep['groups'], [])
+
+    def test_an_interaction_spanning_buckets_counts_where_it_arrived(self):
+        self.make_agent('pd-a', {}, {'voice': 1})
+        out = self.ingest(channel='voice', queue='default')
+        iid = out['id']
+        x = self.wait_state(iid, 'offered')
+        # it arrived two hours ago (as if it had waited that long)
+        created = int(self.redis.cli('HGET', BASE + 'ix:' + iid, 'created_at')) - 2 * 3600 * 1000
+        self.redis.cli('HSET', BASE + 'ix:' + iid, 'created_at', created)
+        self.accept(x['reservation'])
+        self.work(iid, 'complete')
+        arrival_hour = created // 3600000
+        now_hour = int(time.time()) // 3600
+        q = 'from=%d&to=%d&interval=hour' % (arrival_hour * 3600000, (now_hour + 1) * 3600000)
+        rep = self.report(q)
+        per = {p['start']: p['total'] for p in rep['periods']}
+        first = rep['periods'][0]['total']
+        self.assertEqual(first['answered'], 1)
+        self.assertEqual(first['answered_in_sla'], 0)  # waited two hours: beyond 20 s
+        self.assertGreaterEqual(first['wait_ms'], 2 * 3600 * 1000)
+        self.assertEqual(first['handled'], 1)
+        self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
+
+
+class BranchDimensionTest(Reports, harness.TestCase):
+    extra_config = CONFIG
+
+    def test_branch_dimension_from_the_metadata(self):
+        self.ingest(channel='branch', queue='default', metadata={'branch': 'B-0042', 'terminal': 'T1'})
+        self.ingest(channel='voice', queue='default')
+        rep = self.report(self.today_query('branch'))
+        self.assertEqual({g['key']: g['offered'] for g in rep['groups']}, {'B-0042': 1, '-': 1})
+
+
+class RollupsOffTest(Reports, harness.TestCase):
+    extra_config = CONFIG + '[analytics]\nrollups = no\n'
+
+    def test_no_counters_when_switched_off(self):
+        self.ingest(channel='voice', queue='default')
+        self.assertEqual([k for k in self.redis.raw('KEYS', BASE + 'rp:*') if k], [])
+        self.assertEqual(self.redis.cli('HGET', BASE + 'routing:conf', 'rollups'), '0')
+
+
+class RetentionTest(Reports, harness.TestCase):
+    """Retention per channel with a shortened period: webchat content kept 2 s, voice forever."""
+    extra_config = CONFIG + '[analytics]\nretention_webchat = 0.000023\nretention_interval = 1\n'
+
+    def attachment(self, data):
+        sha = hashlib.sha256(data).hexdigest()
+        d = os.path.join(self.d.state_dir, 'attachments', sha[:2])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, sha), 'wb') as f:
+            f.write(data)
+        return sha
+
+    def test_content_expires_per_channel(self):
+        sha = self.attachment(b'photo of the dent')
+        chat = self.ingest(channel='webchat', subject='Dent in the door', body='see photo',
+                           metadata={'attachments': [{'sha256': sha}]}, customer={'name': 'Rita'})
+        call = self.ingest(channel='voice', subject='Call about the dent', case_id=chat['case_id'])
+        self.assertEqual(chat['case_id'], call['case_id'])
+        harness.wait_for(lambda: 'expired_at' in self.ix(chat['id']), 15, 'webchat content expired')
+        x = self.ix(chat['id'])
+        for f in ('subject', 'body', 'metadata'):
+            self.assertNotIn(f, x)
+        self.assertFalse(os.path.exists(os.path.join(self.d.state_dir, 'attachments', sha[:2], sha)))
+        self.assertEqual(self.ix(call['id'])['subject'], 'Call about the dent')  # voice: kept
+        st, case, _ = self.d.get('/v1/cases/' + chat['case_id'])
+        text = json.dumps(case)
+        self.assertNotIn('Dent in the door', text)
+        self.assertIn('Call about the dent', text)
+        # the figures stay; the index holds nothing left to do
+        self.assertEqual(self.report(self.today_query())['total']['offered'], 2)
+        self.assertEqual(self.redis.raw('ZCARD', BASE + 'ret:webchat')[0], '0')
+        self.assertEqual([k for k in self.redis.raw('KEYS', BASE + 'ret:voice') if k], [])
+
+
+class DataRightsTest(Reports, harness.TestCase):
+    extra_config = CONFIG
+
+    def attachment(self, data):
+        sha = hashlib.sha256(data).hexdigest()
+        d = os.path.join(self.d.state_dir, 'attachments', sha[:2])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, sha), 'wb') as f:
+            f.write(data)
+        return sha
+
+    def test_export_hold_erase(self):
+        self.d.post('/v1/customers/import', json.dumps(
+            {'id': 'H-9', 'name': 'Eva Erasable', 'phones': ['600999111'], 'emails': ['eva@example.org'],
+             'policies': ['PL-2024-009999'], 'annual_premium': 2500, 'tenure_years': 8,
+             'claims_last_3y': 0}) + '\n', content_type='application/x-ndjson')
+        sha = self.attachment(b'%PDF-1.4 Eva claim form')
+        a = self.ingest(channel='email', **{'from': 'eva@example.org'}, subject='Eva claim',
+                        body='My name is Eva Erasable, policy PL-2024-009999',
+                        metadata={'attachments': [{'sha256': sha, 'filename': 'claim.pdf'}]},
+                        customer={'policy': 'PL-2024-009999'})
+        b = self.ingest(channel='voice', **{'from': '+34 600 999 111'}, subject='Eva calls back')
+        self.assertEqual(a['customer_id'], b['customer_id'])
+        cid, case = a['customer_id'], a['case_id']
+        self.d.post('/v1/cases/%s/notes' % case, {'text': 'Eva sounded upset', 'author': 'alice'})
+        # someone else, untouched by the erasure
+        other = self.ingest(channel='voice', **{'from': '+34 600 555 000'}, subject='Other person')
+        # a contact naming her email and the other person's phone: a conflict on both
+        conflict = self.ingest(channel='email', **{'from': 'eva@example.org'}, subject='Eva again',
+                               customer={'phone': '600555000'})
+        self.assertEqual(conflict['conflicts'], [other['customer_id']])
+        st, oc, _ = self.d.get('/v1/customers/' + other['customer_id'])
+        self.assertIn('eva@example.org', json.dumps(oc['conflicts']))
+        st, _, _ = self.d.get('/v1/attachments/' + sha)
+        self.assertEqual(st, 200)
+
+        st, ex, _ = self.d.get('/v1/customers/%s/export' % cid)
+        self.assertEqual(st, 200, ex)
+        self.assertEqual(ex['profile']['name'], 'Eva Erasable')
+        self.assertIn('phone:+34600999111', ex['identifiers'])
+        self.assertEqual(ex['segment_history'][0]['to'], 'platinum')
+        texts = json.dumps(ex)
+        for needle in ('Eva claim', 'My name is Eva', 'Eva sounded upset', 'Eva calls back'):
+            self.assertIn(needle, texts)
+
+        st, out, _ = self.d.post('/v1/cases/%s/hold' % case, {'reason': 'litigation 2026/17'})
+        self.assertEqual(st, 200, out)
+        st, out, _ = self.d.post('/v1/customers/%s/erase' % cid, {'reason': 'GDPR art. 17 request'})
+        self.assertEqual(st, 409, out)
+        self.assertIn('litigation 2026/17', out['error']['message'])
+        st, out, _ = self.d.post('/v1/customers/%s/erase' % cid, {})
+        self.assertEqual(st, 400, out)
+        st, out, _ = self.d.request('DELETE', '/v1/cases/%s/hold' % case)
+        self.assertEqual(st, 200, out)
+        st, out, _ = self.d.post('/v1/customers/%s/erase' % cid, {'reason': 'GDPR art. 17 request'})
+        self.assertEqual(st, 200, out)
+        self.assertEqual(out['attachments_removed'], [sha])
+
+        # nothing of her is left anywhere the API reaches
+        for q in ('phone=600999111', 'email=eva@example.org', 'policy=PL-2024-009999'):
+            st, body, _ = self.d.get('/v1/customers?' + q)
+            self.assertEqual(st, 404, (q, body))
+        st, cust, _ = self.d.get('/v1/customers/' + cid)
+        leaked = json.dumps(cust)
+        st, cs, _ = self.d.get('/v1/cases/' + case)
+        self.assertEqual(st, 200)
+        leaked += json.dumps(cs)
+        for iid in (a['id'], b['id']):
+            st, ix, _ = self.d.get('/v1/interactions/' + iid)
+            leaked += json.dumps(ix)
+        st, ex2, _ = self.d.get('/v1/customers/%s/export' % cid)
+        leaked += json.dumps(ex2)
+        st, oc, _ = self.d.get('/v1/customers/' + other['customer_id'])
+        self.assertEqual(len(oc['conflicts']), 1)
+        self.assertTrue(oc['conflicts'][0]['erased'])
+        leaked += json.dumps(oc)
+        st, body, _ = self.d.request('GET', '/v1/export/events?cursor=0&limit=10000', raw=True)
+        leaked += body.decode()
+        rep = self.report(self.today_query('segment'))
+        leaked += json.dumps(rep)
+        for needle in ('Eva', 'eva@', '600999111', '600 999 111', 'PL-2024-009999', 'claim',
+                       'upset', 'calls back'):
+            self.assertNotIn(needle, leaked, needle)
+        st, _, _ = self.d.get('/v1/attachments/' + sha)
+        self.assertEqual(st, 404)
+        self.assertEqual(rep['total']['offered'], 4)  # the figures stay, pseudonymous
+        # the other person is untouched
+        st, ix, _ = self.d.get('/v1/interactions/' + other['id'])
+        self.assertEqual(ix['subject'], 'Other person')
+        # a new contact from her old number is a new, unknown person
+        c = self.ingest(channel='voice', **{'from': '+34 600 999 111'})
+        self.assertNotEqual(c['customer_id'], cid)
+
+        # every access, export and erasure is in the audit stream
+        st, au, _ = self.d.get('/v1/audit')
+        actions = [e['action'] for e in au['entries']]
+        for act in ('customer.export', 'case.hold', 'customer.erase.refused', 'case.unhold',
+                    'customer.erase', 'report.service', 'export.events'):
+            self.assertIn(act, actions)
+        erase = [e for e in au['entries'] if e['action'] == 'customer.erase'][0]
+        self.assertEqual((erase['object'], erase['detail']), (cid, 'GDPR art. 17 request'))
+
+    def test_unknown_ids(self):
+        st, _, _ = self.d.get('/v1/customers/P-404/export')
+        self.assertEqual(st, 404)
+        st, _, _ = self.d.post('/v1/customers/P-404/erase', {'reason': 'x'})
+        self.assertEqual(st, 404)
+        st, _, _ = self.d.post('/v1/cases/C-404/hold', {'reason': 'x'})
+        self.assertEqual(st, 404)
+
+
+if __name__ == '__main__':
+    unittest.main()

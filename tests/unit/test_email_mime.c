@@ -1,0 +1,291 @@
+/* The email parser against the corpus of real-world message shapes (tests/email-corpus/:
+ * every NAME.eml must parse to what NAME.json says), plus its pieces on their own: HTML to
+ * text, quote trimming, case references, limits and input that is not a message at all. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "email.h"
+#include "email_mime.h"
+#include "omnicc/util.h"
+
+static const struct email_limits limits = {25 << 20, 10 << 20, 25 << 20, 20};
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = xmalloc((size_t)n + 1);
+    *len = fread(buf, 1, (size_t)n, f);
+    buf[*len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* every key of want is in got with an equal value (objects compared the same way) */
+static bool subset(json_t *want, json_t *got, char *where, size_t wsize)
+{
+    if (json_is_object(want)) {
+        if (!json_is_object(got))
+            return false;
+        const char *k;
+        json_t *v;
+        json_object_foreach(want, k, v)
+        {
+            size_t n = strlen(where);
+            snprintf(where + n, wsize - n, ".%s", k);
+            if (!subset(v, json_object_get(got, k), where, wsize))
+                return false;
+            where[n] = '\0';
+        }
+        return true;
+    }
+    if (json_is_array(want)) {
+        if (!json_is_array(got) || json_array_size(got) != json_array_size(want))
+            return false;
+        for (size_t i = 0; i < json_array_size(want); i++) {
+            size_t n = strlen(where);
+            snprintf(where + n, wsize - n, "[%zu]", i);
+            if (!subset(json_array_get(want, i), json_array_get(got, i), where, wsize))
+                return false;
+            where[n] = '\0';
+        }
+        return true;
+    }
+    return got && json_equal(want, got);
+}
+
+static void test_corpus(void **state)
+{
+    DIR *d = opendir(EMAIL_CORPUS);
+    assert_non_null(d);
+    int checked = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".eml") != 0)
+            continue;
+        char path[1024], jpath[1024];
+        snprintf(path, sizeof(path), "%s/%s", EMAIL_CORPUS, e->d_name);
+        snprintf(jpath, sizeof(jpath), "%s/%.*s.json", EMAIL_CORPUS, (int)(n - 4), e->d_name);
+        size_t len;
+        char *raw = slurp(path, &len);
+        assert_non_null(raw);
+        json_error_t jerr;
+        json_t *want = json_load_file(jpath, 0, &jerr);
+        if (!want)
+            fail_msg("%s: %s", jpath, jerr.text);
+        struct email_msg m;
+        char *err = NULL;
+        if (email_parse(raw, len, &limits, &m, &err) < 0)
+            fail_msg("%s: %s", e->d_name, err);
+        json_t *got = email_msg_json(&m);
+        char where[256] = "";
+        if (!subset(want, got, where, sizeof(where))) {
+            char *g = json_dumps(got, JSON_INDENT(1));
+            fail_msg("%s: mismatch at %s; parsed as:\n%s", e->d_name, where, g);
+        }
+        /* every string in the result is clean UTF-8 */
+        char *dump = json_dumps(got, JSON_COMPACT);
+        assert_non_null(dump);
+        assert_true(text_is_clean_utf8(m.text, strlen(m.text)));
+        free(dump);
+        json_decref(got);
+        json_decref(want);
+        email_msg_free(&m);
+        free(raw);
+        checked++;
+    }
+    closedir(d);
+    assert_true(checked >= 14);
+}
+
+static void test_attachment_limits(void **state)
+{
+    size_t len;
+    char *raw = slurp(EMAIL_CORPUS "/attachments.eml", &len);
+    assert_non_null(raw);
+    struct email_limits small = {1 << 20, 100, 1000, 20}; /* the 330-byte PDF is too big */
+    struct email_msg m;
+    char *err = NULL;
+    assert_int_equal(email_parse(raw, len, &small, &m, &err), 0);
+    assert_int_equal(m.n_att, 2);
+    assert_int_equal(m.att_skipped, 1);
+    email_msg_free(&m);
+    struct email_limits few = {1 << 20, 1 << 20, 1 << 20, 1};
+    assert_int_equal(email_parse(raw, len, &few, &m, &err), 0);
+    assert_int_equal(m.n_att, 1);
+    assert_int_equal(m.att_skipped, 2);
+    email_msg_free(&m);
+    struct email_limits tiny = {100, 1 << 20, 1 << 20, 20};
+    assert_int_equal(email_parse(raw, len, &tiny, &m, &err), -1);
+    assert_non_null(strstr(err, "larger than"));
+    free(err);
+    free(raw);
+}
+
+static void test_not_a_message(void **state)
+{
+    struct email_msg m;
+    char *err = NULL;
+    assert_int_equal(email_parse("", 0, &limits, &m, &err), -1);
+    free(err);
+    /* garbage still parses to something harmless: no crash, clean strings */
+    const char junk[] = "\x01\x02\xff\xfe garbage\r\n\r\n\x00\x80\x62ody";
+    assert_int_equal(email_parse(junk, sizeof(junk) - 1, &limits, &m, &err), 0);
+    assert_true(text_is_clean_utf8(m.text, strlen(m.text)));
+    assert_true(text_is_clean_utf8(m.subject, strlen(m.subject)));
+    assert_non_null(m.external_id);
+    email_msg_free(&m);
+}
+
+static void test_deep_nesting_refused(void **state)
+{
+    size_t cap = 5000 * 64, len = 0;
+    char *raw = xmalloc(cap);
+    len += (size_t)sprintf(raw, "From: a@b.c\r\n");
+    for (int i = 0; i < 5000; i++)
+        len += (size_t)sprintf(raw + len, "Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n",
+                               i, i);
+    struct email_msg m;
+    char *err = NULL;
+    assert_int_equal(email_parse(raw, len, &limits, &m, &err), -1);
+    assert_non_null(strstr(err, "nested"));
+    free(err);
+    free(raw);
+}
+
+static void test_html_to_text(void **state)
+{
+    const char *html = "<p>One&nbsp;&amp; two</p><p>Three<br/>four</p><script>x()</script>"
+                       "<blockquote>quoted</blockquote><!-- c --><b>bold</b> &#x41;&#66;";
+    char *t = email_html_to_text(html, strlen(html));
+    assert_string_equal(t, "One & two\n\nThree\nfour\n\n> quoted\nbold AB");
+    free(t);
+    t = email_html_to_text("fish & chips &nosuch; &#;", 25); /* not entities: text */
+    assert_string_equal(t, "fish & chips &nosuch; &#;");
+    free(t);
+    t = email_html_to_text("<p>unterminated <b", 17);
+    assert_string_equal(t, "unterminated");
+    free(t);
+}
+
+static void test_trim_quoted(void **state)
+{
+    char *t = email_trim_quoted("New text\n\nOn Mon, Ana wrote:\n> old\n> older\n");
+    assert_string_equal(t, "New text");
+    free(t);
+    /* answers between quotes are kept whole */
+    const char *inter = "On Mon, Ana wrote:\n> question 1\nanswer 1\n> question 2\nanswer 2";
+    t = email_trim_quoted(inter);
+    assert_string_equal(t, inter);
+    free(t);
+    t = email_trim_quoted("Top\n\n-----Original Message-----\nFrom: x\nold");
+    assert_string_equal(t, "Top");
+    free(t);
+    /* a message that is all quote keeps its text */
+    t = email_trim_quoted("> only a quote");
+    assert_string_equal(t, "> only a quote");
+    free(t);
+}
+
+static void test_case_references(void **state)
+{
+    char *c = email_find_case_token("Re: claim [#C-1234] photos");
+    assert_string_equal(c, "C-1234");
+    free(c);
+    assert_null(email_find_case_token("Re: [#C-12x] [#D-1] [C-5] [#C-]"));
+    c = email_find_case_token("[#C-1 [#c-77]");
+    assert_string_equal(c, "C-77");
+    free(c);
+    c = email_plus_case("claims+C-42@insurer.example");
+    assert_string_equal(c, "C-42");
+    free(c);
+    assert_null(email_plus_case("claims+C-42x@insurer.example"));
+    assert_null(email_plus_case("claims@insurer.example"));
+    assert_null(email_plus_case("claims+C-42"));
+}
+
+/* What the SMTP workers send reads back, through the same parser, as what was meant:
+ * encoded subject and name, quoted-printable body (long lines, leading dots, trailing
+ * spaces), threading headers, an attachment with a non-ASCII name. */
+static void test_compose_reads_back(void **state)
+{
+    unsigned char pdf[700];
+    for (size_t i = 0; i < sizeof(pdf); i++)
+        pdf[i] = (unsigned char)(i * 7);
+    struct email_out_attachment att = {"informe daños.pdf", "application/pdf", pdf, sizeof(pdf)};
+    const char *refs[] = {"<a@x>", "<b@y>", NULL};
+    char body[400];
+    snprintf(body, sizeof(body), "Estimada Ana,\n.leading dot\ntrailing space \n%s\nÁngel",
+             "a very long line that goes on and on well past seventy-six characters so that "
+             "quoted-printable has to break it softly");
+    struct email_out o = {.from = "claims@insurer.example", .from_name = "Siniestros Ñ",
+                          .to = "ana@example.com", .subject = "Re: Póliza [#C-7]",
+                          .body = body, .message_id = "<omnicc.1@insurer.example>",
+                          .in_reply_to = "<b@y>", .references = refs, .auto_reply = true,
+                          .att = &att, .n_att = 1, .date = 1717400000};
+    size_t len;
+    char *raw = email_compose(&o, &len);
+    assert_non_null(strstr(raw, "\r\nAuto-Submitted: auto-replied\r\n"));
+    for (const char *p = raw; (p = strstr(p, "\r\n")); p += 2)
+        assert_true(p[2] != '.'); /* no line starts with a dot */
+    struct email_msg m;
+    char *err = NULL;
+    assert_int_equal(email_parse(raw, len, &limits, &m, &err), 0);
+    assert_string_equal(m.subject, "Re: Póliza [#C-7]");
+    assert_string_equal(m.case_token, "C-7");
+    assert_string_equal(m.from.name, "Siniestros Ñ");
+    assert_string_equal(m.from.addr, "claims@insurer.example");
+    assert_string_equal(m.message_id, "<omnicc.1@insurer.example>");
+    assert_string_equal(m.in_reply_to, "<b@y>");
+    assert_int_equal(m.n_references, 2);
+    assert_string_equal(m.text, body);
+    assert_true(m.auto_submitted);
+    assert_int_equal(m.n_att, 1);
+    assert_string_equal(m.att[0].filename, "informe daños.pdf");
+    assert_int_equal(m.att[0].len, sizeof(pdf));
+    assert_memory_equal(m.att[0].data, pdf, sizeof(pdf));
+    email_msg_free(&m);
+    free(raw);
+    /* a header value cannot smuggle another header in */
+    struct email_out evil = {.from = "a@b.c", .to = "x@y.z", .subject = "hi\r\nBcc: all@x",
+                             .body = "", .message_id = "<m@x>"};
+    raw = email_compose(&evil, &len);
+    assert_null(strstr(raw, "\r\nBcc:"));
+    free(raw);
+    char *mid = email_new_message_id("insurer.example");
+    assert_true(strncmp(mid, "<omnicc.", 8) == 0);
+    assert_non_null(strstr(mid, "@insurer.example>"));
+    free(mid);
+}
+
+static int teardown(void **state)
+{
+    email_mime_shutdown();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_corpus),
+        cmocka_unit_test(test_attachment_limits),
+        cmocka_unit_test(test_not_a_message),
+        cmocka_unit_test(test_deep_nesting_refused),
+        cmocka_unit_test(test_html_to_text),
+        cmocka_unit_test(test_trim_quoted),
+        cmocka_unit_test(test_case_references),
+        cmocka_unit_test(test_compose_reads_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, teardown);
+}
