@@ -7,7 +7,8 @@
  * A walk-in (VISIT_CREATE) is an ingest like any other channel's (ingest_submit: identity,
  * case, queue), external_id "TERMINAL:msg_id" making it idempotent too, then the branch
  * script registers it as a visit (ticket, counters, events). A document's bytes are
- * written content-addressed under state_dir before the script records it. */
+ * written content-addressed under state_dir, durably and off the loop thread (filestore.h),
+ * before the script records it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/sha.h>
@@ -19,6 +20,7 @@
 
 #include "branch.h"
 #include "omnicc/config.h"
+#include "omnicc/filestore.h"
 #include "omnicc/ingest.h"
 #include "omnicc/interaction.h"
 #include "omnicc/log.h"
@@ -284,90 +286,48 @@ static int visit_create(struct bop *o)
 
 /* ---- documents: content-addressed files under state_dir ---- */
 
-static int mkdir_p(const char *path)
+/* The bytes were written and fsynced off the loop thread (filestore.h), or not. */
+static void document_stored(void *arg, const char *sha, const char *err)
 {
-    char buf[1024];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0750) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
+    struct bop *o = arg;
+    (void)sha;
+    if (bconn_stopped() || !bconn_reply_arrived(o->c)) {
+        bop_free(o);
+        return;
     }
-    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
+    if (err) {
+        log_error("branch %s/%s: document: %s", bconn_branch(o->c), bconn_terminal(o->c), err);
+        finish_nack(o, "unavailable", "the document could not be stored; retry");
+        return;
+    }
+    run_script(o);
 }
 
-static int fsync_path(const char *path, int flags)
+/* Check the claimed hash, then write once, durably (a temporary file, fsync, rename, fsync
+ * the directory) on the file store's threads; the script runs (and the terminal gets its
+ * ACK) only once the document is on disk. o->req.doc is lent to the file store until
+ * document_stored runs. Takes o. */
+static void document_prepare(struct bop *o)
 {
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Write once, durably: a temporary file, fsync, rename, fsync the directory. */
-static int document_store(const unsigned char *data, size_t len, const char *sha, char **err)
-{
-    char dir[1024], path[1200], tmp[1300];
-    snprintf(dir, sizeof(dir), "%s/branch-documents/%.2s", bo.cfg->state_dir, sha);
-    snprintf(path, sizeof(path), "%s/%s", dir, sha);
-    struct stat st;
-    if (stat(path, &st) == 0 && (size_t)st.st_size == len)
-        return 0; /* content-addressed: already there */
-    if (mkdir_p(dir) < 0) {
-        *err = xasprintf("cannot create %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        *err = xasprintf("cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            *err = xasprintf("cannot write %s: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        off += (size_t)n;
-    }
-    if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0 ||
-        fsync_path(dir, O_RDONLY | O_DIRECTORY) < 0) {
-        *err = xasprintf("cannot store %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-static int document_prepare(struct bop *o)
-{
-    char sha[65], *err = NULL;
+    char sha[65];
     sha256_hex(o->req.doc, o->req.doc_len, sha);
     const char *claimed = json_string_value(json_object_get(o->req.args, "sha256"));
     if (claimed && strcmp(claimed, sha) != 0) {
         finish_nack(o, "invalid", "sha256: does not match the content");
-        return -1;
-    }
-    if (document_store(o->req.doc, o->req.doc_len, sha, &err) < 0) {
-        log_error("branch %s/%s: document: %s", bconn_branch(o->c), bconn_terminal(o->c), err);
-        free(err);
-        finish_nack(o, "unavailable", "the document could not be stored; retry");
-        return -1;
+        return;
     }
     json_object_set_new(o->req.args, "sha256", json_string(sha));
     json_object_set_new(o->req.args, "size", json_integer((json_int_t)o->req.doc_len));
-    return 0;
+    char *root = xasprintf("%s/branch-documents", bo.cfg->state_dir);
+    int rc = filestore_put(root, o->req.doc, o->req.doc_len, sha, NULL, document_stored, o);
+    free(root);
+    if (rc < 0) {
+        log_error("branch %s/%s: document: the file store is busy or stopped",
+                  bconn_branch(o->c), bconn_terminal(o->c));
+        finish_nack(o, "unavailable", "the document could not be stored; retry");
+        return;
+    }
+    bconn_hold(o->c);
 }
 
 /* ---- dispatch ---- */
@@ -456,9 +416,8 @@ void branch_ops_run(struct bconn *c, struct branch_req *req)
         visit_create(o);
         return;
     case BOP_DOCUMENT:
-        if (document_prepare(o) < 0)
-            return;
-        break;
+        document_prepare(o); /* runs the script once the document is stored */
+        return;
     case BOP_HANDOVER:
         if (handover_prepare(o) < 0)
             return;

@@ -50,9 +50,10 @@ typedef void email_ingest_done_fn(const struct email_ingest_result *res, void *a
 
 struct email_limits email_limits_of(const struct config *cfg);
 
-/* Parse, store attachments, then one script call. mb: the mailbox the message came from
- * (From of replies, queue, acknowledgement), or NULL for the inbound API. cb fires exactly
- * once, possibly before this returns. */
+/* Parse, store attachments (durably, off the loop thread: filestore.h), then one script
+ * call. mb: the mailbox the message came from (From of replies, queue, acknowledgement), or
+ * NULL for the inbound API. raw is borrowed: it must stay valid until cb runs. cb fires
+ * exactly once, possibly before this returns. */
 void email_ingest_raw(const struct config *cfg, const struct mailbox_conf *mb, const char *raw,
                       size_t len, email_ingest_done_fn *cb, void *arg);
 
@@ -97,5 +98,9 @@ void email_outbox_kick(void);
  * script refuses automatic mail and rate-limits per sender. */
 void email_queue_ack(const struct config *cfg, const struct mailbox_conf *mb, const char *ix_id,
                      const char *case_id);
+/* Queue the transcript of web chat session (interaction ix_id) to the visitor's email: fire
+ * and forget; the script sends it once per session and never to automatic addresses. -1
+ * (nothing queued) when [email] smtp_url or a From address is not configured. */
+int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session);
 
 #endif

@@ -176,6 +176,40 @@ void email_queue_ack(const struct config *cfg, const struct mailbox_conf *mb, co
     free(body);
 }
 
+static void transcript_queued(const redisReply *reply, const char *err, void *arg)
+{
+    char *ix_id = arg;
+    if (err)
+        log_warn("email: %s: chat transcript not queued: %s", ix_id, err);
+    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[0]->len)
+        email_outbox_kick();
+    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
+        log_debug("email: %s: no chat transcript (%s)", ix_id, reply->element[1]->str);
+    free(ix_id);
+}
+
+int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session)
+{
+    const char *from = cfg->email_from_address;
+    for (int i = 0; (!from || !*from) && i < cfg->n_mailboxes; i++)
+        from = cfg->mailboxes[i]->address;
+    if (!cfg->email_smtp_url || !*cfg->email_smtp_url || !from || !*from)
+        return -1;
+    char *mid = email_new_message_id(msgid_domain(cfg, NULL));
+    json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:s,s:[]}", "mode", "transcript", "session", session,
+                             "message_id", mid, "from", from, "from_name",
+                             cfg->email_from_name ? cfg->email_from_name : "", "attachments");
+    char *id = xstrdup(ix_id);
+    int rc = queue_reply(ix_id, "", args, transcript_queued, id);
+    if (rc < 0) {
+        log_warn("email: %s: chat transcript not queued: %s", ix_id, store_status());
+        free(id);
+    }
+    json_decref(args);
+    free(mid);
+    return rc;
+}
+
 static void reply_queued(const redisReply *reply, const char *err, void *arg)
 {
     struct http_req *r = arg;

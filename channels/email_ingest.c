@@ -9,8 +9,8 @@
  *     in the same call (metadata.thread: In-Reply-To/References against msgid:<id>, the
  *     [#C-n] subject token, the claims+C-n@ plus-address).
  *
- * The files are written before Redis is asked: a message is acknowledged (IMAP flag or move,
- * HTTP 2xx) only once both hold it. */
+ * The files are written (and fsynced, off the loop thread: filestore.h) before Redis is
+ * asked: a message is acknowledged (IMAP flag or move, HTTP 2xx) only once both hold it. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +35,13 @@ struct pending {
     email_ingest_done_fn *cb;
     void *arg;
     bool may_ack;
+    /* while the files are written (filestore.h): the parsed message and the caller's raw
+     * bytes, both lent to the file store one document at a time */
+    struct email_msg m;
+    const char *raw;
+    size_t len;
+    size_t next_att; /* m.n_att: the raw message itself */
+    char raw_sha[65];
 };
 
 struct email_limits email_limits_of(const struct config *cfg)
@@ -258,6 +265,55 @@ static void fill_interaction(const struct config *cfg, const struct mailbox_conf
     json_decref(md);
 }
 
+/* ---- the files: each attachment, then the raw message, written and fsynced off the loop
+ * thread one after the other; the script is called (and so the message acknowledged) only
+ * once all of them are durably stored ---- */
+
+static void store_next(struct pending *p);
+
+static void store_failed(struct pending *p, const char *err)
+{
+    log_error("email: cannot store attachments: %s", err);
+    finish(p->cb, p->arg, EMAIL_FAILED, 503, "cannot store attachments");
+    email_msg_free(&p->m);
+    free(p);
+}
+
+static void stored(void *arg, const char *sha, const char *err)
+{
+    struct pending *p = arg;
+    if (err) {
+        store_failed(p, err);
+        return;
+    }
+    if (p->next_att == p->m.n_att)
+        snprintf(p->raw_sha, sizeof(p->raw_sha), "%s", sha);
+    p->next_att++;
+    store_next(p);
+}
+
+static void store_next(struct pending *p)
+{
+    int rc;
+    if (p->next_att < p->m.n_att) {
+        const struct email_attachment *a = &p->m.att[p->next_att];
+        rc = attachment_put_async(p->cfg->state_dir, a->data, a->len, a->sha256, a->content_type,
+                                  a->filename, stored, p);
+    } else if (p->next_att == p->m.n_att) {
+        rc = attachment_put_async(p->cfg->state_dir, p->raw, p->len, NULL, NULL, NULL, stored, p);
+    } else {
+        struct interaction ix;
+        fill_interaction(p->cfg, p->mb, &p->m, p->raw_sha, &ix);
+        email_msg_free(&p->m);
+        p->raw = NULL; /* the caller's again */
+        ingest_submit(p->cfg, &ix, ingested, p);
+        ix_free(&ix);
+        return;
+    }
+    if (rc < 0)
+        store_failed(p, "the file store is busy or stopped");
+}
+
 void email_ingest_raw(const struct config *cfg, const struct mailbox_conf *mb, const char *raw,
                       size_t len, email_ingest_done_fn *cb, void *arg)
 {
@@ -289,24 +345,8 @@ void email_ingest_raw(const struct config *cfg, const struct mailbox_conf *mb, c
         email_msg_free(&m);
         return;
     }
-    char raw_sha[65];
-    for (size_t i = 0; i < m.n_att && !err; i++)
-        if (attachment_put(cfg->state_dir, m.att[i].data, m.att[i].len, m.att[i].sha256,
-                           m.att[i].content_type, m.att[i].filename, NULL, &err) < 0)
-            break;
-    if (!err)
-        attachment_put(cfg->state_dir, raw, len, NULL, NULL, NULL, raw_sha, &err);
-    if (err) {
-        log_error("email: cannot store attachments: %s", err);
-        finish(cb, arg, EMAIL_FAILED, 503, "cannot store attachments");
-        free(err);
-        free(p);
-        email_msg_free(&m);
-        return;
-    }
-    struct interaction ix;
-    fill_interaction(cfg, mb, &m, raw_sha, &ix);
-    email_msg_free(&m);
-    ingest_submit(cfg, &ix, ingested, p);
-    ix_free(&ix);
+    p->m = m;
+    p->raw = raw;
+    p->len = len;
+    store_next(p);
 }

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,7 +196,28 @@ static void ingested(const struct ingest_result *res, void *arg)
         recorded(NULL, "unavailable", f);
 }
 
-/* Check and store the document, build the interaction, ingest. Takes f. */
+static void fax_ingest(struct fax_in *f);
+
+/* The document is on disk (fsynced, filestore.h) or could not be stored. */
+static void doc_stored(void *arg, const char *sha, const char *err)
+{
+    struct fax_in *f = arg;
+    free(f->doc); /* lent to the file store until now */
+    f->doc = NULL;
+    if (err) {
+        log_error("fax: %s: cannot store the document: %s", f->ext_id, err);
+        http_reply_unavailable(f->r, "cannot store the document");
+        fax_in_free(f);
+        return;
+    }
+    snprintf(f->sha, sizeof(f->sha), "%s", sha);
+    f->have_doc = true;
+    fax_ingest(f);
+}
+
+/* Check and store the document, build the interaction, ingest. Takes f. The document is
+ * written and fsynced off the loop thread; the fax is ingested (and so answered) only once
+ * it is durably stored. */
 static void fax_receive(struct fax_in *f)
 {
     const struct config *cfg = fx.cfg;
@@ -204,19 +226,17 @@ static void fax_receive(struct fax_in *f)
         if ((long long)f->doc_len > cfg->fax_max_document)
             why = "document larger than [fax] max_document";
         else if (fax_doc_inspect(f->doc, f->doc_len, cfg->fax_max_pages, &f->info, &why) == 0) {
-            char *err = NULL;
-            if (attachment_put(cfg->state_dir, f->doc, f->doc_len, NULL, f->info.mime,
-                               f->doc_name ? f->doc_name : strcmp(f->info.type, "pdf") == 0
-                                                               ? "fax.pdf"
-                                                               : "fax.tif",
-                               f->sha, &err) < 0) {
-                log_error("fax: %s: cannot store the document: %s", f->ext_id, err);
-                free(err);
+            /* f->doc is lent to the file store until doc_stored runs */
+            if (attachment_put_async(cfg->state_dir, f->doc, f->doc_len, NULL, f->info.mime,
+                                     f->doc_name ? f->doc_name
+                                     : strcmp(f->info.type, "pdf") == 0 ? "fax.pdf"
+                                                                         : "fax.tif",
+                                     doc_stored, f) < 0) {
+                log_error("fax: %s: cannot store the document: file store busy", f->ext_id);
                 http_reply_unavailable(f->r, "cannot store the document");
                 fax_in_free(f);
-                return;
             }
-            f->have_doc = true;
+            return;
         }
         if (why) {
             /* recorded on the case (someone calls the sender back), not routed as a document */
@@ -232,6 +252,13 @@ static void fax_receive(struct fax_in *f)
         if (!f->failure)
             f->failure = xstrdup("no document received");
     }
+    fax_ingest(f);
+}
+
+/* Build the interaction and ingest. Takes f. */
+static void fax_ingest(struct fax_in *f)
+{
+    const struct config *cfg = fx.cfg;
     struct interaction ix;
     memset(&ix, 0, sizeof(ix));
     ix.channel = CH_FAX;

@@ -8,7 +8,8 @@
  *   POST /v1/chat/sessions/{id}/typing      typing indicator, either side
  *   GET  /v1/chat/sessions/{id}/events      the visitor's SSE stream (Last-Event-ID resumes)
  *   GET  /v1/chat/sessions/{id}/messages    transcript (visitor or holding agent)
- *   POST /v1/chat/sessions/{id}/close       end of chat; abandons it if still waiting
+ *   POST /v1/chat/sessions/{id}/close       end of chat; abandons it if still waiting;
+ *        {"transcript": true} (visitor): the transcript by email, through the email outbox
  *   GET  /v1/interactions/{id}/timeline     the agent desktop's timeline of the customer
  *
  * Visitors are identified by a signed token (HMAC-SHA256 with a key of this deployment) in a
@@ -22,6 +23,8 @@
  * instance taps the event stream and, for webchat interactions, has chat.lua turn them into
  * chat events once (deduplicated by entry id). */
 #include "webchat.h"
+
+#include "email.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -826,6 +829,22 @@ static void abandon(const char *ix_id)
         log_warn("webchat: cannot abandon %s: %s", ix_id, store_status());
 }
 
+/* The optional body of a close: {"transcript": true} asks for the transcript by email. 1
+ * asked, 0 not, -1 malformed. */
+static int close_wants_transcript(struct http_req *r)
+{
+    if (!r->body || r->body_len == 0)
+        return 0;
+    json_t *o = json_loadb(r->body, r->body_len, 0, NULL);
+    json_t *t = json_object_get(o, "transcript");
+    int rc = !json_is_object(o) || json_object_size(o) != (t ? 1u : 0u) ? -1
+             : !t || json_is_false(t) || json_is_null(t)                ? 0
+             : json_is_true(t)                                          ? 1
+                                                                        : -1;
+    json_decref(o);
+    return rc;
+}
+
 static void close_done(const redisReply *reply, const char *err, void *arg)
 {
     struct http_req *r = arg;
@@ -833,11 +852,18 @@ static void close_done(const redisReply *reply, const char *err, void *arg)
         reply_script_error(r, err);
         return;
     }
-    const char *state = reply->element[2]->str;
+    const char *state = reply->element[2]->str, *ix_id = reply->element[1]->str;
     if (strcmp(reply->element[0]->str, "ok") == 0 &&
         (strcmp(state, "queued") == 0 || strcmp(state, "offered") == 0))
-        abandon(reply->element[1]->str);
-    http_reply_json(r, 200, json_pack("{s:s,s:s}", "session", r->params[0], "state", "ended"));
+        abandon(ix_id);
+    json_t *out = json_pack("{s:s,s:s}", "session", r->params[0], "state", "ended");
+    if (close_wants_transcript(r) == 1) {
+        /* ended by this close or before (the end screen): the script sends it once */
+        bool queued = id_is_valid(ix_id, 'I') &&
+                      email_queue_transcript(api_config(), ix_id, r->params[0]) == 0;
+        json_object_set_new(out, "transcript", json_string(queued ? "requested" : "unavailable"));
+    }
+    http_reply_json(r, 200, out);
 }
 
 static void post_close(struct http_req *r)
@@ -845,6 +871,12 @@ static void post_close(struct http_req *r)
     struct caller c;
     if (session_prologue(r, &c, true) < 0)
         return;
+    int want = close_wants_transcript(r);
+    if (want < 0 || (want > 0 && strcmp(c.who, "visitor") != 0)) {
+        http_reply_error(r, 400, "invalid_field",
+                         "body: optional {\"transcript\": true}, the visitor's only");
+        return;
+    }
     const char *argv[4] = {"close", r->params[0], c.who, c.auth};
     if (store_script(SCRIPT_CHAT, 4, argv, NULL, close_done, r) < 0)
         http_reply_unavailable(r, store_status());

@@ -19,6 +19,7 @@
 
 #include "omnicc/api.h"
 #include "omnicc/config.h"
+#include "omnicc/filestore.h"
 #include "omnicc/http.h"
 #include "omnicc/log.h"
 #include "omnicc/store.h"
@@ -72,10 +73,10 @@ static int mkdir_p(const char *path)
 }
 
 /* Written under a temporary name and renamed: a file under its final name is complete.
- * Not fsynced: this runs on the event loop, where one fsync per message stalls every
- * request behind a busy disk. A kernel crash or power loss can lose the files of the last
- * moments, as Redis with appendfsync everysec loses its last second; a polled message is
- * still on the IMAP server (flagged or moved, never deleted) to be read again. */
+ * Not fsynced: this runs on the event loop (attachment_put: an agent's reply attachments),
+ * where one fsync stalls every request behind a busy disk. Received documents, which a
+ * provider is told are stored, go through attachment_put_async (filestore.c: fsynced, off
+ * the loop) instead. */
 static int write_file(const char *path, const void *data, size_t len, char **err)
 {
     char *tmp = xasprintf("%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)random());
@@ -150,6 +151,26 @@ int attachment_put(const char *state_dir, const void *data, size_t len, const ch
     free(meta_path);
     free(path);
     free(dir);
+    return rc;
+}
+
+int attachment_put_async(const char *state_dir, const void *data, size_t len,
+                         const char *sha_hex, const char *content_type, const char *filename,
+                         void (*done)(void *arg, const char *sha_hex, const char *err),
+                         void *arg)
+{
+    char *text = NULL;
+    if (content_type || filename) {
+        json_t *meta = json_pack("{s:s,s:s}", "content_type",
+                                 content_type ? content_type : "application/octet-stream",
+                                 "filename", filename ? filename : "attachment");
+        text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+        json_decref(meta);
+    }
+    char *root = xasprintf("%s/attachments", state_dir);
+    int rc = filestore_put(root, data, len, sha_hex, text, done, arg);
+    free(root);
+    free(text);
     return rc;
 }
 

@@ -19,6 +19,7 @@
 #include "omnicc/curl_loop.h"
 #include "omnicc/embedded_redis.h"
 #include "omnicc/events.h"
+#include "omnicc/filestore.h"
 #include "omnicc/http.h"
 #include "omnicc/identity.h"
 #include "omnicc/import.h"
@@ -154,6 +155,9 @@ static int run_daemon(void)
         err = xstrdup("cannot initialise libcurl");
         goto fail;
     }
+    /* durable document writes off the loop (filestore.h): before the channels that use it */
+    if (filestore_start(d.base, 2, 256, &err) < 0)
+        goto fail;
     if (channels_start(d.base, d.cfg, &err) < 0)
         goto fail;
     d.sigterm_ev = evsignal_new(d.base, SIGTERM, on_stop_signal, NULL);
@@ -170,6 +174,7 @@ static int run_daemon(void)
     event_base_dispatch(d.base);
 
     log_info("shutdown: closing");
+    filestore_stop(); /* pending callbacks run, channels still up: unwritten is "retry" */
     channels_stop();
     curl_loop_shutdown();
     http_free();
@@ -194,6 +199,7 @@ fail:
     log_error("startup: %s", err);
     free(err);
     free(url);
+    filestore_stop(); /* pending callbacks run, channels still up: unwritten is "retry" */
     channels_stop();
     curl_loop_shutdown();
     http_free();

@@ -1,18 +1,95 @@
 -- email_reply.lua: queue one outbound email on the case of an inbound email interaction.
 -- ARGV[1] interaction id, ARGV[2] token sha ('' = admin), ARGV[3] JSON {mode = 'agent' |
--- 'ack', body, attachments = [{sha256, filename, content_type}], message_id (made by the
--- daemon), ack_rate (seconds, mode ack)}. The message is built from the interaction: To is
+-- 'ack' | 'transcript', body, attachments = [{sha256, filename, content_type}], message_id
+-- (made by the daemon), ack_rate (seconds, mode ack)}. The message is built from the interaction: To is
 -- its Reply-To or From, From the mailbox it came in through, In-Reply-To its Message-ID,
 -- References its References plus that id, the subject "Re: ..." with the case token.
 -- Writes msgid:<id> -> case (so the customer's answer threads), msgout:<id> (the delivery
 -- state), the job on the outbox stream (email_smtp.c sends it), and the case history.
 -- Returns {message_id, stream entry id} or {'', reason} when an acknowledgement is skipped.
+-- Mode 'transcript' (a web chat interaction; session, from, from_name): the chat's messages
+-- to the visitor's email, once per session, never to an automatic address.
 local ix_id, sha = ARGV[1], ARGV[2]
 local a = cjson.decode(ARGV[3])
 local now = now_ms()
 local ikey = B .. 'ix:' .. ix_id
 local ix = hash_to_table(redis.call('HGETALL', ikey))
 if not ix.id then return fail('ERR_NOT_FOUND', 'no interaction ' .. ix_id) end
+
+if a.mode == 'transcript' then
+  -- the end of a web chat: its transcript to the visitor's email, once per session, never
+  -- to an automatic address (the visitor's close was checked by chat.lua just before)
+  if ix.channel ~= 'webchat' or ix.external_id ~= a.session then
+    return fail('ERR_INVALID', ix_id .. ' is not that web chat')
+  end
+  local S = a.session
+  local skey = B .. 'chat:' .. S
+  local to = ''
+  if string.find(ix.from or '', '@', 1, true) then to = ix.from end
+  if to == '' and ix.customer_id then
+    local ids = redis.call('SMEMBERS', B .. 'cust:' .. resolve_customer(ix.customer_id) .. ':ids')
+    table.sort(ids)
+    for _, m in ipairs(ids) do
+      local v = string.match(m, '^email:(.+@.+)$')
+      if v then to = v break end
+    end
+  end
+  if to == '' then return {'', 'no_email'} end
+  local lp = string.lower(string.match(to, '^([^@]*)@') or '')
+  local auto = {['mailer-daemon'] = true, ['mailer_daemon'] = true, ['mail-daemon'] = true,
+                maildaemon = true, postmaster = true, noreply = true, ['no-reply'] = true,
+                ['no_reply'] = true, donotreply = true, ['do-not-reply'] = true,
+                ['do_not_reply'] = true, bounce = true, bounces = true}
+  if auto[lp] or string.find(lp, '^noreply') or string.find(lp, '^no%-reply') then
+    return {'', 'automatic'}
+  end
+  if (a.from or '') == '' then
+    return fail('ERR_INVALID', 'no From address: set [email] from_address')
+  end
+  local mid = a.message_id
+  if redis.call('HSETNX', skey, 'transcript', mid) == 0 then return {'', 'already_sent'} end
+  local lines = {}
+  for _, e in ipairs(redis.call('XRANGE', skey .. ':events', '-', '+', 'COUNT', 2000)) do
+    local f = hash_to_table(e[2])
+    if f.type == 'chat.message' then
+      local d = cjson.decode(f.data)
+      local at = tonumber(f.at) or 0
+      local secs = math.floor(at / 1000)
+      local sod = secs % 86400
+      local days = math.floor(secs / 86400)
+      -- civil date from days since 1970-01-01 (UTC)
+      local z = days + 719468
+      local era = math.floor(z / 146097)
+      local doe = z - era * 146097
+      local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+      local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+      local mp = math.floor((5 * doy + 2) / 153)
+      local dd = doy - math.floor((153 * mp + 2) / 5) + 1
+      local mm = mp < 10 and mp + 3 or mp - 9
+      local yy = yoe + era * 400 + (mm <= 2 and 1 or 0)
+      local who = d.name or (d.from == 'agent' and 'Agent' or 'You')
+      if d.from ~= 'agent' then who = who .. ' (you)' end
+      lines[#lines + 1] = string.format('[%04d-%02d-%02d %02d:%02d:%02d UTC] %s: %s', yy, mm, dd,
+        math.floor(sod / 3600), math.floor(sod / 60) % 60, sod % 60, who, d.text or '')
+    end
+  end
+  if #lines == 0 then lines[1] = '(no messages)' end
+  local case_id = ix.case_id
+  local body = 'Transcript of your web chat (' .. (ix.subject or 'Web chat') .. ', case ' .. case_id .. '):\n\n' ..
+               table.concat(lines, '\n') .. '\n'
+  local subject = 'Your chat transcript [#' .. case_id .. ']'
+  local job = {id = mid, kind = 'transcript', from = a.from, from_name = a.from_name or '',
+               to = to, subject = subject, body = body, in_reply_to = '', references = {},
+               attachments = {}, case = case_id, interaction = ix_id, attempt = 1, created_at = now}
+  redis.call('SET', B .. 'msgid:' .. mid, case_id)
+  redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id, 'to', to,
+             'status', 'queued', 'kind', 'transcript', 'created_at', now, 'attempts', 0)
+  local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', cjson.encode(job))
+  history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
+                             'to', to, 'subject', subject, 'by', 'auto', 'text', 'chat transcript'})
+  emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
+  return {mid, entry}
+end
 if ix.channel ~= 'email' then return fail('ERR_INVALID', ix_id .. ' is not an email interaction') end
 local meta = {}
 if ix.metadata and ix.metadata ~= '' then meta = cjson.decode(ix.metadata) end

@@ -16,10 +16,22 @@
  * written to sha_out if given). A sidecar keeps the first content type and filename seen
  * (none when both are NULL: one file per message is what an inbox of raw messages costs).
  * Written to a temporary file and renamed: a file under its name is complete (not fsynced:
- * see attachments.c).
+ * see attachments.c). Blocks on the disk: for paths that cannot wait for a callback (an
+ * agent's reply attachments); what a provider is told is stored goes through
+ * attachment_put_async.
  * 0, or -1 with *err. */
 int attachment_put(const char *state_dir, const void *data, size_t len, const char *sha_hex,
                    const char *content_type, const char *filename, char sha_out[65], char **err);
+
+/* The same store, durably (temporary file, fsync, rename, directory fsync) and off the loop
+ * thread (filestore.h's worker pool). done(arg, sha_hex, err) runs exactly once on the loop
+ * thread, err NULL when the document is on disk. data is BORROWED: it must stay valid and
+ * unchanged until done runs (free it there or later); the strings are copied. 0, or -1
+ * (done never called) when the pool is not running or is full: answer "unavailable". */
+int attachment_put_async(const char *state_dir, const void *data, size_t len,
+                         const char *sha_hex, const char *content_type, const char *filename,
+                         void (*done)(void *arg, const char *sha_hex, const char *err),
+                         void *arg);
 
 /* The bytes of a stored attachment (malloc'd), at most max_len; NULL when absent, unreadable
  * or larger. content_type and filename (malloc'd, may be NULL) from the sidecar. */

@@ -220,6 +220,9 @@ test('web chat, agent desktop and supervisor in a real browser', async (t) => {
       await cust.locator('.occ-endedtext', { hasText: 'The agent ended the chat' }).waitFor({ timeout: WAIT });
       await agent.locator('#no-work').waitFor({ state: 'visible', timeout: WAIT });
       await shot(cust, 'customer-ended');
+      // the end screen offers the transcript by email (no SMTP relay here: not available)
+      await cust.check('.occ-mailcheck');
+      await cust.locator('.occ-mailnote', { hasText: 'not available' }).waitFor({ timeout: WAIT });
       await shot(agent, 'agent-after-wrapup');
       await claimsRow.locator('.c-accepted').filter({ hasText: /^1$/ }).waitFor({ timeout: WAIT });
       await shot(sup, 'supervisor-after');

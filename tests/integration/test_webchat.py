@@ -13,6 +13,7 @@ import time
 import unittest
 
 import harness
+from email_servers import SmtpSink
 
 SECRET = 'insurer-site-shared-secret-0123456789'
 ORIGIN = 'https://www.insurer.example'
@@ -382,6 +383,13 @@ class WebchatTest(ChatCase):
         self.assertEqual(frames[0]['data']['data']['reason'], 'transferred')
         self.assertEqual(frames[-1]['data']['data']['text'], 'hello from the second agent')
 
+    def test_transcript_unavailable_without_smtp(self):
+        s, _ = self.open_session()
+        st, body, _ = self.chat('POST', '/v1/chat/sessions/%s/close' % s['session'],
+                                {'transcript': True}, token=s['visitor_token'])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body['transcript'], 'unavailable')
+
     def test_customer_closing_while_waiting_abandons(self):
         s, _ = self.open_session(topic='general')
         ix = self.interaction_of(s['session'])
@@ -442,6 +450,106 @@ class WebchatTest(ChatCase):
                     '/chat/widget', '/static/../README.md', '/agent/agent.js/'):
             st, _, _ = self.d.request('GET', bad, auth=False, raw=True)
             self.assertEqual(st, 404, bad)
+
+
+class TranscriptTest(ChatCase):
+    """End of chat with the transcript by email, through the email outbox to a real SMTP
+    server (aiosmtpd, smtp_sink.py)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mail_tmp = tempfile.mkdtemp(prefix='omnicc-transcript-')
+        cls.smtp = SmtpSink(cls.mail_tmp)
+        cls.chat_config = ('[email]\nfrom_address = chat@insurer.example\nfrom_name = Acme Chat\n'
+                           'smtp_url = smtp://127.0.0.1:%d\nsmtp_starttls = no\n'
+                           'retry_base = 1\nretry_max = 1\noutbox_poll_ms = 100\n' % cls.smtp.port)
+        try:
+            super().setUpClass()
+        except Exception:
+            cls.smtp.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.smtp.stop()
+            shutil.rmtree(cls.mail_tmp, ignore_errors=True)
+
+    def to(self, addr):
+        return [m for m in self.smtp.messages() if m['To'] and addr in str(m['To'])]
+
+    def close(self, s, body=None, token=None):
+        return self.chat('POST', '/v1/chat/sessions/%s/close' % s['session'], body,
+                         token=token or s['visitor_token'])
+
+    def test_transcript_sent_once_with_the_messages(self):
+        aid, tok = self.agent()
+        addr = 'ana.transcript-%s@example.com' % self.ext('t')
+        s, _ = self.open_session(email=addr, name='Ana García', topic='claims')
+        self.send(s, 'My windscreen is cracked')
+        ix = self.interaction_of(s['session'])
+        st, _, _ = self.as_agent(tok, 'PUT', '/v1/agents/%s/state' % aid, {'state': 'available'})
+        self.assertEqual(st, 200)
+        resv = self.redis.cli('HGET', 'omnicc:{main}:ix:' + ix, 'reservation')
+        st, _, _ = self.as_agent(tok, 'POST', '/v1/reservations/%s/accept' % resv)
+        self.assertEqual(st, 200)
+        path = '/v1/chat/sessions/%s/messages' % s['session']
+        st, reply, _ = self.as_agent(tok, 'POST', path, {'text': 'We will replace it, Ana.'})
+        self.assertEqual(st, 201, reply)
+        self.send(s, 'Thank you!')
+        # only the visitor may ask, and only with a well-formed body
+        st, err, _ = self.as_agent(tok, 'POST', '/v1/chat/sessions/%s/close' % s['session'],
+                                   {'transcript': True})
+        self.assertEqual(st, 400, err)
+        st, err, _ = self.close(s, {'transcript': 'yes'})
+        self.assertEqual(st, 400, err)
+        st, body, _ = self.close(s, {'transcript': True})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body['transcript'], 'requested')
+        # asked again (the end screen's checkbox after the close): still one email
+        st, body, _ = self.close(s, {'transcript': True})
+        self.assertEqual(st, 200, body)
+        harness.wait_for(lambda: self.to(addr), 20, 'the transcript by SMTP')
+        time.sleep(1.5)
+        got = self.to(addr)
+        self.assertEqual(len(got), 1, [str(m['Subject']) for m in got])
+        m = got[0]
+        self.assertIn('chat@insurer.example', str(m['From']))
+        case_id = self.redis.cli('HGET', 'omnicc:{main}:ix:' + ix, 'case_id')
+        self.assertIn('[#%s]' % case_id, str(m['Subject']))
+        self.assertEqual(m.get_content_type(), 'text/plain')
+        text = m.get_content()
+        lines = [l for l in text.splitlines() if l.startswith('[')]
+        self.assertEqual(len(lines), 3, text)
+        self.assertRegex(lines[0], r'^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\] Ana García \(you\): '
+                                   r'My windscreen is cracked$')
+        self.assertRegex(lines[1], r'UTC\] Alex Doe: We will replace it, Ana\.$')
+        self.assertRegex(lines[2], r'UTC\] Ana García \(you\): Thank you!$')
+        # recorded like any outbound email: the case history and the delivery state
+        mid = self.redis.cli('HGET', 'omnicc:{main}:chat:' + s['session'], 'transcript')
+        self.assertEqual(m['Message-ID'], mid)
+        harness.wait_for(lambda: self.redis.cli('HGET', 'omnicc:{main}:msgout:' + mid,
+                                                'status') == 'sent', 20, 'status sent')
+
+    def test_no_transcript_unless_asked_nor_to_automatic_addresses(self):
+        addr = 'plain-%s@example.com' % self.ext('t')
+        s, _ = self.open_session(email=addr)
+        self.send(s, 'just a question')
+        st, body, _ = self.close(s)
+        self.assertEqual(st, 200, body)
+        self.assertNotIn('transcript', body)
+        auto = 'noreply-%s@example.com' % self.ext('t')
+        s2, _ = self.open_session(email=auto)
+        self.send(s2, 'from a robot')
+        st, body, _ = self.close(s2, {'transcript': True})
+        self.assertEqual(st, 200, body)
+        time.sleep(2)
+        self.assertEqual(self.to(addr), [])
+        self.assertEqual(self.to(auto), [])
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:chat:' + s2['session'],
+                                        'transcript'), '(nil)')
 
 
 class RateLimitTest(ChatCase):

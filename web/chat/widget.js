@@ -166,7 +166,17 @@
   saveBtn.type = 'button';
   const newBtn = el('button', 'occ-new', 'Start a new chat');
   newBtn.type = 'button';
+  const mailBox = document.createElement('input');
+  mailBox.type = 'checkbox';
+  mailBox.className = 'occ-mailcheck';
+  const mailLabel = el('label', 'occ-mail');
+  mailLabel.appendChild(mailBox);
+  mailLabel.appendChild(document.createTextNode(' Email me a transcript'));
+  const mailNote = el('p', 'occ-mailnote');
+  mailNote.setAttribute('role', 'status');
   ended.appendChild(endedText);
+  ended.appendChild(mailLabel);
+  ended.appendChild(mailNote);
   ended.appendChild(saveBtn);
   ended.appendChild(newBtn);
   panel.appendChild(ended);
@@ -433,6 +443,9 @@
     while (log.firstChild) log.removeChild(log.firstChild);
     conv.hidden = true;
     ended.hidden = true;
+    mailBox.checked = false;
+    mailBox.disabled = false;
+    mailNote.textContent = '';
     endBtn.hidden = true;
     pre.hidden = false;
     setStatus('');
@@ -512,6 +525,22 @@
       sendErr.textContent = e.message;
     } finally {
       endBtn.disabled = false;
+    }
+  });
+
+  // the transcript by email: a close that asks for it (sent once, even if asked again)
+  mailBox.addEventListener('change', async () => {
+    if (!mailBox.checked || !saved.session) return;
+    mailBox.disabled = true;
+    try {
+      const r = await call('POST', 'sessions/' + saved.session + '/close', { transcript: true });
+      mailNote.textContent = r && r.transcript === 'requested'
+        ? 'We will email the transcript to the address you gave.'
+        : 'Transcripts by email are not available.';
+    } catch (e) {
+      mailNote.textContent = e.message;
+      mailBox.checked = false;
+      mailBox.disabled = false;
     }
   });
 
