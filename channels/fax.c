@@ -924,25 +924,10 @@ static int fax_start(struct event_base *base, const struct config *cfg, char **e
     return 0;
 }
 
-static void reread(char **secret, const char *path, const char *key)
-{
-    char *e = NULL;
-    if (!*secret || !path)
-        return;
-    char *fresh = read_secret_file(path, &e);
-    if (!fresh) {
-        log_error("reload: [fax] %s: %s; keeping the previous one", key, e);
-        free(e);
-        return;
-    }
-    free(*secret);
-    *secret = fresh;
-}
-
 static void fax_reload(const struct config *cfg)
 {
-    reread(&fx.phaxio_token, cfg->fax_phaxio_token_file, "phaxio_token_file");
-    reread(&fx.gateway_secret, cfg->fax_gateway_secret_file, "gateway_secret_file");
+    secret_reload(&fx.phaxio_token, cfg->fax_phaxio_token_file, "[fax] phaxio_token_file");
+    secret_reload(&fx.gateway_secret, cfg->fax_gateway_secret_file, "[fax] gateway_secret_file");
     fax_out_reload(cfg);
 }
 

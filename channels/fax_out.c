@@ -351,15 +351,5 @@ void fax_out_stop(void)
 
 void fax_out_reload(const struct config *cfg)
 {
-    if (!out.api_secret || !cfg->fax_phaxio_api_secret_file)
-        return;
-    char *e = NULL;
-    char *fresh = read_secret_file(cfg->fax_phaxio_api_secret_file, &e);
-    if (!fresh) {
-        log_error("reload: [fax] phaxio_api_secret_file: %s; keeping the previous one", e);
-        free(e);
-        return;
-    }
-    free(out.api_secret);
-    out.api_secret = fresh;
+    secret_reload(&out.api_secret, cfg->fax_phaxio_api_secret_file, "[fax] phaxio_api_secret_file");
 }

@@ -353,25 +353,10 @@ static int voice_start(struct event_base *base, const struct config *cfg, char *
 
 /* SIGHUP: the secrets are re-read, so a rotated auth token or CTI secret takes effect
  * without a restart (a file that cannot be read keeps the old secret). */
-static void reread(char **secret, const char *path, const char *key)
-{
-    char *e = NULL;
-    if (!*secret || !path)
-        return;
-    char *fresh = read_secret_file(path, &e);
-    if (!fresh) {
-        log_error("reload: [voice] %s: %s; keeping the previous one", key, e);
-        free(e);
-        return;
-    }
-    free(*secret);
-    *secret = fresh;
-}
-
 static void voice_reload(const struct config *cfg)
 {
-    reread(&voice_conf.auth_token, cfg->voice_auth_token_file, "auth_token_file");
-    reread(&voice_conf.cti_secret, cfg->voice_cti_secret_file, "cti_secret_file");
+    secret_reload(&voice_conf.auth_token, cfg->voice_auth_token_file, "[voice] auth_token_file");
+    secret_reload(&voice_conf.cti_secret, cfg->voice_cti_secret_file, "[voice] cti_secret_file");
 }
 
 static const struct http_route voice_routes[] = {

@@ -54,103 +54,30 @@ static char *att_dir(const char *state_dir, const char *sha)
     return xasprintf("%s/attachments/%.2s", state_dir, sha);
 }
 
-static int mkdir_p(const char *path)
+/* The sidecar naming an attachment: its content type and file name (NULL when neither). */
+static char *meta_text(const char *content_type, const char *filename)
 {
-    char *p = xstrdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(p, 0750) < 0 && errno != EEXIST) {
-            free(p);
-            return -1;
-        }
-        *s = '/';
-    }
-    int rc = mkdir(p, 0750) < 0 && errno != EEXIST ? -1 : 0;
-    free(p);
-    return rc;
+    if (!content_type && !filename)
+        return NULL;
+    json_t *meta = json_pack("{s:s,s:s}", "content_type",
+                             content_type ? content_type : "application/octet-stream",
+                             "filename", filename ? filename : "attachment");
+    char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+    json_decref(meta);
+    return text;
 }
 
-/* Written under a temporary name and renamed: a file under its final name is complete.
- * Not fsynced: this runs on the event loop (attachment_put: an agent's reply attachments),
- * where one fsync stalls every request behind a busy disk. Received documents, which a
- * provider is told are stored, go through attachment_put_async (filestore.c: fsynced, off
- * the loop) instead. */
-static int write_file(const char *path, const void *data, size_t len, char **err)
-{
-    char *tmp = xasprintf("%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)random());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        *err = xasprintf("cannot create %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            *err = xasprintf("cannot write %s: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return -1;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
-        *err = xasprintf("cannot store %s: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
-}
-
+/* Not fsynced: this runs on the event loop (an agent's reply attachments), where one fsync
+ * stalls every request behind a busy disk. Received documents, which a provider is told are
+ * stored, go through attachment_put_async (filestore.c: fsynced, off the loop) instead. */
 int attachment_put(const char *state_dir, const void *data, size_t len, const char *sha_hex,
                    const char *content_type, const char *filename, char sha_out[65], char **err)
 {
-    char sha[65];
-    if (sha_hex)
-        snprintf(sha, sizeof(sha), "%s", sha_hex);
-    else
-        attachment_sha256(data, len, sha);
-    if (sha_out)
-        memcpy(sha_out, sha, 65);
-    char *dir = att_dir(state_dir, sha);
-    char *path = xasprintf("%s/%s", dir, sha);
-    char *meta_path = xasprintf("%s/%s.meta", dir, sha);
-    int rc = 0;
-    struct stat st;
-    if (mkdir_p(dir) < 0) {
-        *err = xasprintf("cannot create %s: %s", dir, strerror(errno));
-        rc = -1;
-    } else if (stat(path, &st) == 0 && (size_t)st.st_size == len) {
-        rc = 0; /* already stored: same name, same bytes */
-    } else {
-        rc = write_file(path, data, len, err);
-    }
-    if (rc == 0 && (content_type || filename) && stat(meta_path, &st) < 0) {
-        json_t *meta = json_pack("{s:s,s:s}", "content_type",
-                                 content_type ? content_type : "application/octet-stream",
-                                 "filename", filename ? filename : "attachment");
-        char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-        json_decref(meta);
-        char *e = NULL;
-        if (text && write_file(meta_path, text, strlen(text), &e) < 0) {
-            log_warn("attachments: %s", e); /* the bytes are stored; only the name is lost */
-            free(e);
-        }
-        free(text);
-    }
-    free(meta_path);
-    free(path);
-    free(dir);
+    char *text = meta_text(content_type, filename);
+    char *root = xasprintf("%s/attachments", state_dir);
+    int rc = filestore_write(root, data, len, sha_hex, text, false, sha_out, err);
+    free(root);
+    free(text);
     return rc;
 }
 
@@ -159,14 +86,7 @@ int attachment_put_async(const char *state_dir, const void *data, size_t len,
                          void (*done)(void *arg, const char *sha_hex, const char *err),
                          void *arg)
 {
-    char *text = NULL;
-    if (content_type || filename) {
-        json_t *meta = json_pack("{s:s,s:s}", "content_type",
-                                 content_type ? content_type : "application/octet-stream",
-                                 "filename", filename ? filename : "attachment");
-        text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-        json_decref(meta);
-    }
+    char *text = meta_text(content_type, filename);
     char *root = xasprintf("%s/attachments", state_dir);
     int rc = filestore_put(root, data, len, sha_hex, text, done, arg);
     free(root);

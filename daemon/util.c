@@ -1,6 +1,8 @@
 /* util.c - allocation failure is fatal here and nowhere else; clocks; secrets; UTF-8. */
 #include "omnicc/util.h"
 
+#include "omnicc/log.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +100,21 @@ char *read_secret_file(const char *path, char **err)
         return NULL;
     }
     return xstrdup(buf);
+}
+
+void secret_reload(char **secret, const char *path, const char *what)
+{
+    char *e = NULL;
+    if (!*secret || !path)
+        return;
+    char *fresh = read_secret_file(path, &e);
+    if (!fresh) {
+        log_error("reload: %s: %s; keeping the previous one", what, e);
+        free(e);
+        return;
+    }
+    free(*secret);
+    *secret = fresh;
 }
 
 bool secure_equals(const char *a, size_t alen, const char *b, size_t blen)

@@ -33,9 +33,10 @@ bool filestore_running(void);
 int filestore_put(const char *root, const void *data, size_t len, const char *sha_hex,
                   const char *meta, filestore_done_fn *done, void *arg);
 
-/* The same write, synchronously, on the calling thread (workers, tests, tools: never the
- * loop thread). durable: fsync the file and the directory. 0, or -1 with *err. sha_out
- * (may be NULL) gets the name. */
+/* The same write, synchronously, on the calling thread. durable: fsync the file and the
+ * directory (workers, tests, tools: never on the loop thread); not durable: temporary file
+ * and rename only (attachment_put, on the loop). 0, or -1 with *err. sha_out (may be NULL)
+ * gets the name. */
 int filestore_write(const char *root, const void *data, size_t len, const char *sha_hex,
                     const char *meta, bool durable, char sha_out[65], char **err);
 

@@ -30,6 +30,11 @@ int64_t monotonic_ms(void); /* for timeouts and latencies */
 /* Read a small secret file (token, password): first line, trailing whitespace trimmed. */
 char *read_secret_file(const char *path, char **err) OMNICC_WARN_UNUSED;
 
+/* SIGHUP: re-read *secret from path (a rotated token takes effect without a restart); a file
+ * that cannot be read keeps the old secret and logs "reload: <what>: ...". Nothing happens
+ * when *secret or path is NULL (the secret was never configured). */
+void secret_reload(char **secret, const char *path, const char *what);
+
 /* Constant-time comparison of two byte strings (length leaks, content does not). */
 bool secure_equals(const char *a, size_t alen, const char *b, size_t blen);
 
