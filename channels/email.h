@@ -98,9 +98,14 @@ void email_outbox_kick(void);
  * script refuses automatic mail and rate-limits per sender. */
 void email_queue_ack(const struct config *cfg, const struct mailbox_conf *mb, const char *ix_id,
                      const char *case_id);
-/* Queue the transcript of web chat session (interaction ix_id) to the visitor's email: fire
- * and forget; the script sends it once per session and never to automatic addresses. -1
+/* Queue the transcript of web chat session (interaction ix_id) to the visitor's email; the
+ * script sends it once per session and never to automatic addresses. done (may be NULL) is
+ * called once with what became of it: "requested" (on the outbox, now or by an earlier
+ * request), "no_email" (no address known for the visitor), "automatic" (an automatic
+ * address: never written to) or "unavailable" (storage error). -1 without calling done
  * (nothing queued) when [email] smtp_url or a From address is not configured. */
-int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session);
+typedef void email_transcript_cb(const char *outcome, void *arg);
+int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session,
+                           email_transcript_cb *done, void *arg);
 
 #endif

@@ -176,19 +176,39 @@ void email_queue_ack(const struct config *cfg, const struct mailbox_conf *mb, co
     free(body);
 }
 
+struct transcript_req {
+    char *ix_id;
+    email_transcript_cb *done;
+    void *arg;
+};
+
 static void transcript_queued(const redisReply *reply, const char *err, void *arg)
 {
-    char *ix_id = arg;
-    if (err)
-        log_warn("email: %s: chat transcript not queued: %s", ix_id, err);
-    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[0]->len)
+    struct transcript_req *t = arg;
+    const char *outcome = "unavailable";
+    if (err) {
+        log_warn("email: %s: chat transcript not queued: %s", t->ix_id, err);
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[0]->len) {
         email_outbox_kick();
-    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
-        log_debug("email: %s: no chat transcript (%s)", ix_id, reply->element[1]->str);
-    free(ix_id);
+        outcome = "requested";
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+               reply->element[1]->type == REDIS_REPLY_STRING) {
+        const char *why = reply->element[1]->str;
+        log_debug("email: %s: no chat transcript (%s)", t->ix_id, why);
+        /* sent once per session: asking again is answered as the first time */
+        outcome = strcmp(why, "already_sent") == 0 ? "requested"
+                  : strcmp(why, "no_email") == 0   ? "no_email"
+                  : strcmp(why, "automatic") == 0  ? "automatic"
+                                                   : "unavailable";
+    }
+    if (t->done)
+        t->done(outcome, t->arg);
+    free(t->ix_id);
+    free(t);
 }
 
-int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session)
+int email_queue_transcript(const struct config *cfg, const char *ix_id, const char *session,
+                           email_transcript_cb *done, void *arg)
 {
     const char *from = cfg->email_from_address;
     for (int i = 0; (!from || !*from) && i < cfg->n_mailboxes; i++)
@@ -199,11 +219,15 @@ int email_queue_transcript(const struct config *cfg, const char *ix_id, const ch
     json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:s,s:[]}", "mode", "transcript", "session", session,
                              "message_id", mid, "from", from, "from_name",
                              cfg->email_from_name ? cfg->email_from_name : "", "attachments");
-    char *id = xstrdup(ix_id);
-    int rc = queue_reply(ix_id, "", args, transcript_queued, id);
+    struct transcript_req *t = xmalloc(sizeof(*t));
+    t->ix_id = xstrdup(ix_id);
+    t->done = done;
+    t->arg = arg;
+    int rc = queue_reply(ix_id, "", args, transcript_queued, t);
     if (rc < 0) {
         log_warn("email: %s: chat transcript not queued: %s", ix_id, store_status());
-        free(id);
+        free(t->ix_id);
+        free(t);
     }
     json_decref(args);
     free(mid);

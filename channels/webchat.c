@@ -845,6 +845,13 @@ static int close_wants_transcript(struct http_req *r)
     return rc;
 }
 
+static void close_transcript_done(const char *outcome, void *arg)
+{
+    struct http_req *r = arg;
+    http_reply_json(r, 200, json_pack("{s:s,s:s,s:s}", "session", r->params[0], "state", "ended",
+                                      "transcript", outcome));
+}
+
 static void close_done(const redisReply *reply, const char *err, void *arg)
 {
     struct http_req *r = arg;
@@ -856,13 +863,14 @@ static void close_done(const redisReply *reply, const char *err, void *arg)
     if (strcmp(reply->element[0]->str, "ok") == 0 &&
         (strcmp(state, "queued") == 0 || strcmp(state, "offered") == 0))
         abandon(ix_id);
+    /* ended by this close or before (the end screen): the script sends it once, and the
+     * answer says what became of it */
+    if (close_wants_transcript(r) == 1 && id_is_valid(ix_id, 'I') &&
+        email_queue_transcript(api_config(), ix_id, r->params[0], close_transcript_done, r) == 0)
+        return;
     json_t *out = json_pack("{s:s,s:s}", "session", r->params[0], "state", "ended");
-    if (close_wants_transcript(r) == 1) {
-        /* ended by this close or before (the end screen): the script sends it once */
-        bool queued = id_is_valid(ix_id, 'I') &&
-                      email_queue_transcript(api_config(), ix_id, r->params[0]) == 0;
-        json_object_set_new(out, "transcript", json_string(queued ? "requested" : "unavailable"));
-    }
+    if (close_wants_transcript(r) == 1)
+        json_object_set_new(out, "transcript", json_string("unavailable"));
     http_reply_json(r, 200, out);
 }
 

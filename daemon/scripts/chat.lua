@@ -170,7 +170,7 @@ if op == 'timeline' then
   return cjson.encode({
     interaction = {id = ix_id, channel = ix.channel, state = ix.state, case_id = ix.case_id,
                    external_id = ix.external_id, queue = ix.queue, from = ix.from,
-                   subject = ix.subject, created_at = tonumber(ix.created_at),
+                   subject = ix.subject, body = ix.body, created_at = tonumber(ix.created_at),
                    metadata = ix.metadata and cjson.decode(ix.metadata) or nil},
     customer = {id = cid, name = cust.name, segment = cust.segment or 'standard', identifiers = ids},
     cases = cases, timeline = timeline})

@@ -150,5 +150,6 @@ local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', text)
 history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
                            'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
                            'text', string.sub(a.body or '', 1, 4000)})
-emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
+-- the holding agent's stream too: the desktop shows the delivery state live
+emit(now, 'email.queued', ix.agent, {interaction = ix_id, case = case_id, message_id = mid})
 return {mid, entry}

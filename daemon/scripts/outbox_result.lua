@@ -12,11 +12,16 @@ local job = cjson.decode(ARGV[3])
 local now = now_ms()
 local out = B .. 'msgout:' .. job.id
 local smtp = code .. ' ' .. text
+-- the agent holding the interaction sees the delivery state on its own stream
+local holder = nil
+if job.interaction and job.interaction ~= '' then
+  holder = redis.call('HGET', B .. 'ix:' .. job.interaction, 'agent') or nil
+end
 if outcome == 'sent' then
   redis.call('HSET', out, 'status', 'sent', 'sent_at', now, 'smtp', smtp, 'attempts', job.attempt or 1)
   history_add(job.case, now, {'type', 'email.sent', 'interaction', job.interaction or '',
                               'message_id', job.id, 'to', job.to, 'smtp', smtp})
-  emit(now, 'email.sent', nil, {case = job.case, interaction = job.interaction, message_id = job.id})
+  emit(now, 'email.sent', holder, {case = job.case, interaction = job.interaction, message_id = job.id})
 elseif outcome == 'retry' then
   local attempt = (tonumber(job.attempt) or 1) + 1
   job.attempt = attempt
@@ -26,11 +31,13 @@ elseif outcome == 'retry' then
   history_add(job.case, now, {'type', 'email.deferred', 'interaction', job.interaction or '',
                               'message_id', job.id, 'to', job.to, 'smtp', smtp,
                               'retry_in_ms', ARGV[6]})
+  emit(now, 'email.deferred', holder, {case = job.case, interaction = job.interaction,
+                                       message_id = job.id, smtp = smtp})
 else
   redis.call('HSET', out, 'status', 'failed', 'failed_at', now, 'smtp', smtp, 'attempts', job.attempt or 1)
   history_add(job.case, now, {'type', 'email.failed', 'interaction', job.interaction or '',
                               'message_id', job.id, 'to', job.to, 'smtp', smtp})
-  emit(now, 'email.failed', nil, {case = job.case, interaction = job.interaction, message_id = job.id,
+  emit(now, 'email.failed', holder, {case = job.case, interaction = job.interaction, message_id = job.id,
                                   smtp = smtp})
 end
 return outcome

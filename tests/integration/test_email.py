@@ -4,6 +4,7 @@ as a mail client sees it, attachments, bounces, automatic replies, and delivery:
 250, 5xx, and a daemon killed in the middle of a send."""
 import base64
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -525,6 +526,68 @@ class AgentReplyTest(EmailCase):
         st, _, _ = self.d.request('GET', '/v1/attachments/' + 'b' * 64, raw=True,
                                   headers={'Authorization': 'Bearer ' + other})
         self.assertEqual(st, 404)
+
+
+    def test_desktop_reads_the_message_and_follows_its_delivery(self):
+        """What the agent desktop needs: the message itself on the timeline (body, headers,
+        attachments), and the reply's delivery state on the holder's own event stream."""
+        holder = self.agent('mail-desk')
+        st, out, _ = self.d.request('PUT', '/v1/agents/mail-desk/state', {'state': 'available'})
+        self.assertEqual(st, 200, out)
+        # the next test's email is not offered to this agent
+        self.addCleanup(self.d.request, 'PUT', '/v1/agents/mail-desk/state', {'state': 'offline'})
+        png = bytes.fromhex('89504e470d0a1a0a') + os.urandom(64)
+        b64 = base64.encodebytes(png).decode().replace('\n', '\r\n')
+        first = msgid('desk')
+        raw = ('From: Rosa <rosa@customer.example>\r\nTo: claims@insurer.example\r\n'
+               'Cc: broker@other.example\r\nSubject: Hail damage\r\nMessage-ID: %s\r\n'
+               'Date: Mon, 3 Jun 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n'
+               'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+               'Content-Type: text/plain\r\n\r\nThe roof is dented.\r\n\r\n'
+               'On Sun, you wrote:\r\n> earlier text\r\n--B\r\n'
+               'Content-Type: image/png\r\n'
+               'Content-Disposition: attachment; filename="roof.png"\r\n'
+               'Content-Transfer-Encoding: base64\r\n\r\n%s--B--\r\n' % (first, b64)).encode()
+        st, a, _ = self.inbound(raw)
+        self.assertEqual(st, 202, a)
+        harness.wait_for(lambda: self.d.get('/v1/interactions/' + a['id'])[1].get('state') == 'offered',
+                         10, 'offer')
+        auth = {'Authorization': 'Bearer ' + holder}
+        st, tl, _ = self.d.request('GET', '/v1/interactions/%s/timeline' % a['id'], None,
+                                   auth=False, headers=auth)
+        self.assertEqual(st, 200, tl)
+        ix = tl['interaction']
+        self.assertIn('The roof is dented.', ix['body'])
+        self.assertIn('> earlier text', ix['body'])
+        self.assertEqual(ix['metadata']['cc'], ['broker@other.example'])
+        self.assertEqual(ix['metadata']['message_id'], first)
+        self.assertEqual(ix['metadata']['thread']['text'], 'The roof is dented.')
+        att = ix['metadata']['attachments']
+        self.assertEqual([(x['filename'], x['content_type'], x['size'], x['sha256']) for x in att],
+                         [('roof.png', 'image/png', len(png), hashlib.sha256(png).hexdigest())])
+        resv = self.d.get('/v1/interactions/' + a['id'])[1]['reservation']
+        st, out, _ = self.d.request('POST', '/v1/reservations/%s/accept' % resv, None,
+                                    auth=False, headers=auth)
+        self.assertEqual(st, 200, out)
+        st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], {'body': 'On our way'},
+                                 headers=auth)
+        self.assertEqual(st, 202, out)
+        mid = out['message_id']
+        self.wait_status(mid, 'sent')
+
+        def delivery():
+            got = []
+            for line in self.redis.raw('XRANGE', self.key('agent:mail-desk:events'), '-', '+'):
+                if line.startswith('{') and mid in line:
+                    got.append(json.loads(line)['message_id'])
+            return got
+        harness.wait_for(lambda: len(delivery()) == 2, 10, 'email.queued and email.sent')
+        types = [l for l in self.redis.raw('XRANGE', self.key('agent:mail-desk:events'), '-', '+')
+                 if l.startswith('email.')]
+        self.assertEqual(types, ['email.queued', 'email.sent'])
+        st, out, _ = self.d.request('POST', '/v1/interactions/%s/wrapup' % a['id'],
+                                    {'disposition': 'resolved'}, auth=False, headers=auth)
+        self.assertEqual(st, 200, out)
 
 
 class SmtpAuthTest(EmailCase):

@@ -533,6 +533,17 @@ class TranscriptTest(ChatCase):
         harness.wait_for(lambda: self.redis.cli('HGET', 'omnicc:{main}:msgout:' + mid,
                                                 'status') == 'sent', 20, 'status sent')
 
+    def test_close_says_when_no_email_is_known(self):
+        # a visitor who gave only a phone number, of no customer with an email: the close
+        # says so, and nothing is queued
+        s, _ = self.open_session(email=None, phone='+34 6%08d' % (int(time.time() * 1000) % 10 ** 8))
+        self.send(s, 'call me instead')
+        st, body, _ = self.close(s, {'transcript': True})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body, {'session': s['session'], 'state': 'ended', 'transcript': 'no_email'})
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:chat:' + s['session'],
+                                        'transcript'), '(nil)')
+
     def test_no_transcript_unless_asked_nor_to_automatic_addresses(self):
         addr = 'plain-%s@example.com' % self.ext('t')
         s, _ = self.open_session(email=addr)
@@ -545,6 +556,7 @@ class TranscriptTest(ChatCase):
         self.send(s2, 'from a robot')
         st, body, _ = self.close(s2, {'transcript': True})
         self.assertEqual(st, 200, body)
+        self.assertEqual(body['transcript'], 'automatic')
         time.sleep(2)
         self.assertEqual(self.to(addr), [])
         self.assertEqual(self.to(auto), [])
