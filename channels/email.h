@@ -94,6 +94,9 @@ void email_outbox_kick(void);
 
 /* ---- email_api.c ---- */
 
+/* Largest body of an agent's reply (POST /v1/interactions/{id}/reply), in bytes. */
+#define EMAIL_REPLY_BODY_MAX (256 * 1024)
+
 /* Queue an acknowledgement of a new case (mailbox ack_reply = yes): fire and forget; the
  * script refuses automatic mail and rate-limits per sender. */
 void email_queue_ack(const struct config *cfg, const struct mailbox_conf *mb, const char *ix_id,

@@ -28,7 +28,6 @@
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
-#define REPLY_BODY_MAX (256 * 1024)
 
 /* ---- POST /v1/email/inbound ---- */
 
@@ -370,10 +369,10 @@ static void post_reply(struct http_req *r)
     }
     json_t *body = json_object_get(obj, "body");
     if (!json_is_string(body) || json_string_length(body) == 0 ||
-        json_string_length(body) > REPLY_BODY_MAX ||
+        json_string_length(body) > EMAIL_REPLY_BODY_MAX ||
         !text_is_clean_utf8(json_string_value(body), json_string_length(body))) {
         http_reply_error(r, 400, "invalid_field", "body: required text of at most %d bytes",
-                         REPLY_BODY_MAX);
+                         EMAIL_REPLY_BODY_MAX);
         json_decref(obj);
         return;
     }

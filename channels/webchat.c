@@ -1002,8 +1002,15 @@ static void get_timeline(struct http_req *r)
         http_reply_error(r, 404, "not_found", "no interaction with that id");
         return;
     }
-    const char *argv[3] = {"timeline", r->params[0], r->auth_sha};
-    if (store_script(SCRIPT_CHAT, 3, argv, NULL, timeline_done, r) < 0)
+    /* what a reply to an email may carry, for the desktop's composer */
+    const struct config *cfg = api_config();
+    char limits[256];
+    snprintf(limits, sizeof(limits),
+             "{\"body\":%d,\"attachments\":%d,\"attachment\":%lld,\"attachments_total\":%lld}",
+             EMAIL_REPLY_BODY_MAX, cfg->email_max_attachments, (long long)cfg->email_max_attachment,
+             (long long)cfg->email_max_attachments_total);
+    const char *argv[4] = {"timeline", r->params[0], r->auth_sha, limits};
+    if (store_script(SCRIPT_CHAT, 4, argv, NULL, timeline_done, r) < 0)
         http_reply_unavailable(r, store_status());
 }
 

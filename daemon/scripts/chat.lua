@@ -12,7 +12,8 @@
 --   gone S                                                     -> {'here'|'ended'|'away'|'abandon', interaction}
 --   sync interaction event_type event_id                       -> 'ok' | 'skip' | 'dup'
 --   messages S who auth                                        -> JSON transcript
---   timeline interaction auth                                  -> JSON timeline of the customer
+--   timeline interaction auth [limits JSON]                    -> JSON timeline of the customer
+--     (limits: what a reply may carry, given back as interaction.reply_limits for email)
 -- who: 'visitor' (auth = the visitor id from the verified visitor token) or 'agent' (auth =
 -- sha256 of the agent's bearer token, '' for the admin token).
 local op = ARGV[1]
@@ -167,11 +168,14 @@ if op == 'timeline' then
   table.sort(entries, function(a, b) return id_lt(b.id, a.id) end)
   local timeline = {}
   for i = 1, math.min(#entries, 150) do timeline[i] = entries[i] end
+  local reply_limits = nil
+  if ix.channel == 'email' and ARGV[4] and ARGV[4] ~= '' then reply_limits = cjson.decode(ARGV[4]) end
   return cjson.encode({
     interaction = {id = ix_id, channel = ix.channel, state = ix.state, case_id = ix.case_id,
                    external_id = ix.external_id, queue = ix.queue, from = ix.from,
                    subject = ix.subject, body = ix.body, created_at = tonumber(ix.created_at),
-                   metadata = ix.metadata and cjson.decode(ix.metadata) or nil},
+                   metadata = ix.metadata and cjson.decode(ix.metadata) or nil,
+                   reply_limits = reply_limits},
     customer = {id = cid, name = cust.name, segment = cust.segment or 'standard', identifiers = ids},
     cases = cases, timeline = timeline})
 end

@@ -562,6 +562,9 @@ class AgentReplyTest(EmailCase):
         self.assertEqual(ix['metadata']['cc'], ['broker@other.example'])
         self.assertEqual(ix['metadata']['message_id'], first)
         self.assertEqual(ix['metadata']['thread']['text'], 'The roof is dented.')
+        self.assertEqual(ix['reply_limits'], {'body': 256 * 1024, 'attachments': 20,
+                                              'attachment': 10485760,
+                                              'attachments_total': 26214400})
         att = ix['metadata']['attachments']
         self.assertEqual([(x['filename'], x['content_type'], x['size'], x['sha256']) for x in att],
                          [('roof.png', 'image/png', len(png), hashlib.sha256(png).hexdigest())])

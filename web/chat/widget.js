@@ -528,15 +528,23 @@
     }
   });
 
-  // the transcript by email: a close that asks for it (sent once, even if asked again)
+  // the transcript by email: a close that asks for it (sent once, even if asked again); the
+  // answer says whether it could be sent, and the visitor is told either way
+  const TRANSCRIPT_NOTES = {
+    requested: 'We will email the transcript to the address you gave.',
+    no_email: 'We cannot email a transcript: we have no email address for you. Use "Save transcript" to keep a copy.',
+    automatic: 'We cannot email a transcript to that address. Use "Save transcript" to keep a copy.',
+    unavailable: 'Transcripts by email are not available here. Use "Save transcript" to keep a copy.',
+  };
   mailBox.addEventListener('change', async () => {
     if (!mailBox.checked || !saved.session) return;
     mailBox.disabled = true;
     try {
       const r = await call('POST', 'sessions/' + saved.session + '/close', { transcript: true });
-      mailNote.textContent = r && r.transcript === 'requested'
-        ? 'We will email the transcript to the address you gave.'
-        : 'Transcripts by email are not available.';
+      const outcome = (r && r.transcript) || 'unavailable';
+      mailNote.textContent = TRANSCRIPT_NOTES[outcome] || TRANSCRIPT_NOTES.unavailable;
+      mailNote.className = 'occ-mailnote occ-mail-' + (outcome === 'requested' ? 'ok' : 'no');
+      if (outcome !== 'requested') mailBox.checked = false;
     } catch (e) {
       mailNote.textContent = e.message;
       mailBox.checked = false;
