@@ -114,10 +114,12 @@ static void page_headers(struct http_req *r, const char *dir)
     } else {
         add_header(r, "X-Frame-Options", "DENY");
     }
+    /* the agent desktop shows attachments it fetched with its bearer token as blob: URLs
+     * (an <img> cannot send the Authorization header) */
     snprintf(csp, sizeof(csp),
-             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:%s; "
              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors %s",
-             ancestors);
+             strcmp(dir, "agent") == 0 ? " blob:" : "", ancestors);
     add_header(r, "Content-Security-Policy", csp);
     add_header(r, "Referrer-Policy", "no-referrer");
 }

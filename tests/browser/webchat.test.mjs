@@ -221,8 +221,10 @@ test('web chat, agent desktop and supervisor in a real browser', async (t) => {
       await agent.locator('#no-work').waitFor({ state: 'visible', timeout: WAIT });
       await shot(cust, 'customer-ended');
       // the end screen offers the transcript by email (no SMTP relay here: not available)
-      await cust.check('.occ-mailcheck');
-      await cust.locator('.occ-mailnote', { hasText: 'not available' }).waitFor({ timeout: WAIT });
+      // (the box unticks itself when nothing can be sent, hence a click, not check())
+      await cust.click('.occ-mailcheck');
+      await cust.locator('.occ-mailnote', { hasText: 'Transcripts by email are not available here' }).waitFor({ timeout: WAIT });
+      assert.equal(await cust.locator('.occ-mailcheck').isChecked(), false);
       await shot(agent, 'agent-after-wrapup');
       await claimsRow.locator('.c-accepted').filter({ hasText: /^1$/ }).waitFor({ timeout: WAIT });
       await shot(sup, 'supervisor-after');

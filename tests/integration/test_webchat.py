@@ -440,8 +440,11 @@ class WebchatTest(ChatCase):
                 self.assertIn("script-src 'self'", h['content-security-policy'])
         st, _, h = self.d.request('GET', '/agent/', auth=False, raw=True)
         self.assertIn("frame-ancestors 'none'", h['content-security-policy'])
+        # attachments fetched with the agent's token are shown as blob: images, there only
+        self.assertIn("img-src 'self' data: blob:;", h['content-security-policy'])
         st, _, h = self.d.request('GET', '/chat/', auth=False, raw=True)
         self.assertIn(ORIGIN, h['content-security-policy'])
+        self.assertIn("img-src 'self' data:;", h['content-security-policy'])
         st, _, h = self.d.request('GET', '/agent', auth=False, raw=True)
         self.assertEqual((st, h['location']), (301, '/agent/'))
         for bad in ('/chat/..%2fagent%2fagent.js', '/chat/%2e%2e', '/chat/.hidden.js',

@@ -4,7 +4,13 @@
  * (GET /v1/agents/{id}/events, read with fetch() so the bearer token travels in the
  * Authorization header). The desk survives a reload: its state and the last event id are
  * kept in sessionStorage and the stream resumes after that id; chat transcripts are
- * fetched again from the server. Every text is set with textContent. */
+ * fetched again from the server. Every text is set with textContent.
+ * Email: the message (headers, text without the quoted part, which a toggle shows), its
+ * attachments, a reply composer (POST /v1/interactions/{id}/reply, files sent inline as
+ * base64 within the limits the timeline gives) and the case's replies with their delivery
+ * state, updated by the email.* events of the agent's stream. Attachments and fax pages are
+ * fetched with the bearer token (an <img> or a link cannot send it) and shown or saved from
+ * the bytes (blob: URLs); only images are ever shown, anything else is saved as a file. */
 'use strict';
 
 (function () {
@@ -21,6 +27,7 @@
   let lastTypingSent = 0;
   let detailFor = null;       // the item the detail pane was built for
   let detailState = null;
+  const blobs = new Map();    // attachment path -> Promise of {url, type}
 
   function restore() {
     try {
@@ -48,6 +55,8 @@
     S = {};
     chats.clear();
     timelines.clear();
+    for (const p of blobs.values()) p.then((b) => URL.revokeObjectURL(b.url), () => {});
+    blobs.clear();
     showSignin('');
   });
 
@@ -211,6 +220,16 @@
     case 'chat.customer_back':
       if (it) it.away = false;
       break;
+    case 'email.queued':
+    case 'email.sent':
+    case 'email.deferred':
+    case 'email.failed':
+      // a reply's delivery state changed: the case history says which
+      if (it) {
+        timelines.delete(it.id);
+        loadTimeline(it);
+      }
+      return;
     case 'agent.presence':
       if (d.agent === S.agent) {
         S.presence = d.presence;
@@ -244,7 +263,8 @@
     try {
       const t = await O.api(S.token, 'GET', '/v1/interactions/' + it.id + '/timeline');
       timelines.set(it.id, t);
-      if (S.selected === it.id) renderDetail(true);
+      // fill the pane in place: what the agent is typing stays
+      if (S.selected === it.id && detailFor === it.id + '/' + it.state) fillFromTimeline($('detail'), it);
     } catch (e) {
       timelines.delete(it.id);
     }
@@ -306,6 +326,16 @@
       return 'wrap-up by ' + (e.agent || '') + ': ' + (e.disposition || '') + (e.note ? ' — ' + e.note : '');
     case 'interaction.transferred':
       return 'transferred by ' + (e.agent || '') + ' to ' + (e.to_queue || e.to_agent || '');
+    case 'email.queued':
+      return 'email to ' + (e.to || '') + ' queued by ' + (e.by || '') + (e.subject ? ': ' + e.subject : '');
+    case 'email.sent':
+      return 'email to ' + (e.to || '') + ' sent' + (e.smtp ? ' (' + e.smtp + ')' : '');
+    case 'email.deferred':
+      return 'email to ' + (e.to || '') + ' deferred, will retry' + (e.smtp ? ' (' + e.smtp + ')' : '');
+    case 'email.failed':
+      return 'email to ' + (e.to || '') + ' failed' + (e.smtp ? ': ' + e.smtp : '');
+    case 'email.bounced':
+      return 'email bounced' + (e.to ? ' (' + e.to + ')' : '');
     default:
       return e.type + (e.agent ? ' (' + e.agent + ')' : '');
     }
@@ -342,30 +372,7 @@
     box.querySelector('.channel').textContent = ix.channel || '';
     box.querySelector('.state').textContent = it.state;
     box.querySelector('.subject').textContent = [ix.subject, ix.from, ix.queue && 'queue ' + ix.queue].filter(Boolean).join(' · ');
-    const meta = tl && tl.interaction && tl.interaction.metadata;
-    if (meta && ix.channel === 'webchat') {
-      const v = box.querySelector('.verified');
-      v.textContent = meta.verified ? 'identity verified' : 'identity not verified';
-      v.className = 'verified ' + (meta.verified ? 'yes' : 'no');
-    }
-    if (tl && tl.customer) {
-      box.querySelector('.ids').textContent = (tl.customer.identifiers || []).map((i) => i.type + ' ' + i.value).join(' · ');
-    }
-    // cases and timeline: the full timeline once loaded, the pop's history until then
-    const cases = box.querySelector('.cases');
-    const caseList = tl ? (Array.isArray(tl.cases) ? tl.cases : []).filter((c) => c.status === 'open') : (pop.open_cases || []);
-    for (const c of Array.isArray(caseList) ? caseList : []) {
-      cases.appendChild(el('li', null, c.id + (c.policy ? ' · ' + c.policy : '') + (c.last_channel ? ' · last ' + c.last_channel : '') + (c.id === ix.case_id ? ' (this one)' : '')));
-    }
-    const tlBox = box.querySelector('.timeline');
-    const entries = tl ? (Array.isArray(tl.timeline) ? tl.timeline : []) : (Array.isArray(pop.history) ? pop.history : []);
-    for (const e of entries) {
-      const li = el('li', 'tl tl-' + String(e.type).replace(/\W/g, '_'));
-      li.appendChild(el('time', null, O.fmtTime(e.at)));
-      li.appendChild(el('span', 'tl-case', e.case || ''));
-      li.appendChild(el('span', 'tl-text', timelineText(e)));
-      tlBox.appendChild(li);
-    }
+    fillFromTimeline(box, it);
     if (!tl) loadTimeline(it);
 
     // offer actions
@@ -401,6 +408,18 @@
       });
     }
 
+    // email: the reply composer (the message itself comes with the timeline)
+    const isEmail = ix.channel === 'email';
+    box.querySelector('.email').hidden = !isEmail;
+    box.querySelector('.email-compose').hidden = !isEmail || it.state !== 'assigned';
+    if (isEmail) buildComposer(box, it);
+    box.querySelector('.quoted-toggle').addEventListener('click', (e) => {
+      const q = box.querySelector('.email-quoted');
+      q.hidden = !q.hidden;
+      e.target.textContent = q.hidden ? 'Show quoted text' : 'Hide quoted text';
+      e.target.setAttribute('aria-expanded', String(!q.hidden));
+    });
+
     // work actions
     const wa = box.querySelector('.work-actions');
     wa.hidden = it.state !== 'assigned' && it.state !== 'wrapup';
@@ -430,6 +449,324 @@
       act(() => O.api(S.token, 'POST', '/v1/interactions/' + it.id + '/wrapup', body));
     });
     detailState = { shown: 0 };
+  }
+
+  /* Everything the timeline gives: identifiers, cases, the timeline, and for an email the
+   * message, its attachments and the replies on its case. Called again (in place) each time
+   * the timeline is fetched anew. */
+  function fillFromTimeline(box, it) {
+    const pop = it.pop || {};
+    const ix = pop.interaction || {};
+    const tl = timelines.get(it.id);
+    const tix = (tl && tl.interaction) || {};
+    const meta = tix.metadata || null;
+    if (meta && ix.channel === 'webchat') {
+      const v = box.querySelector('.verified');
+      v.textContent = meta.verified ? 'identity verified' : 'identity not verified';
+      v.className = 'verified ' + (meta.verified ? 'yes' : 'no');
+    }
+    if (tl && tl.customer) {
+      box.querySelector('.ids').textContent = (tl.customer.identifiers || []).map((i) => i.type + ' ' + i.value).join(' · ');
+    }
+    // cases and timeline: the full timeline once loaded, the pop's history until then
+    const cases = box.querySelector('.cases');
+    clear(cases);
+    const caseList = tl ? (Array.isArray(tl.cases) ? tl.cases : []).filter((c) => c.status === 'open') : (pop.open_cases || []);
+    for (const c of Array.isArray(caseList) ? caseList : []) {
+      cases.appendChild(el('li', null, c.id + (c.policy ? ' · ' + c.policy : '') + (c.last_channel ? ' · last ' + c.last_channel : '') + (c.id === ix.case_id ? ' (this one)' : '')));
+    }
+    const tlBox = box.querySelector('.timeline');
+    clear(tlBox);
+    const entries = tl ? (Array.isArray(tl.timeline) ? tl.timeline : []) : (Array.isArray(pop.history) ? pop.history : []);
+    for (const e of entries) {
+      const li = el('li', 'tl tl-' + String(e.type).replace(/\W/g, '_'));
+      li.appendChild(el('time', null, O.fmtTime(e.at)));
+      li.appendChild(el('span', 'tl-case', e.case || ''));
+      li.appendChild(el('span', 'tl-text', timelineText(e)));
+      tlBox.appendChild(li);
+    }
+    if (!tl) return;
+    if (ix.channel === 'email') fillEmail(box, it, tix);
+    fillAttachments(box, tix);
+    fillReplies(box, ix.case_id, Array.isArray(tl.timeline) ? tl.timeline : []);
+  }
+
+  function fmtSize(n) {
+    n = Number(n) || 0;
+    if (n < 1024) return n + ' B';
+    if (n < 1024 * 1024) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + ' KB';
+    return (n / 1048576).toFixed(1) + ' MB';
+  }
+
+  function list(v) {
+    return Array.isArray(v) ? v.filter((x) => typeof x === 'string') : [];
+  }
+
+  // what email_reply.lua makes of the subject: "Re: <subject without Re:/AW:/SV:...> [#C-n]"
+  function replySubject(subject, caseId) {
+    let base = subject || '';
+    const prefixes = new Set(['re', 'aw', 'sv', 'antw', 'r', 'rif']);
+    for (let i = 0; i < 3; i++) {
+      const m = /^\s*([A-Za-z]+)\s*:\s*([\s\S]*)$/.exec(base);
+      if (!m || !prefixes.has(m[1].toLowerCase())) break;
+      base = m[2];
+    }
+    let out = 'Re: ' + base;
+    const token = '[#' + caseId + ']';
+    if (caseId && out.indexOf(token) < 0) out += ' ' + token;
+    return out;
+  }
+
+  function fillEmail(box, it, tix) {
+    const meta = tix.metadata || {};
+    const head = box.querySelector('.email-headers');
+    clear(head);
+    const rows = [['From', tix.from || ''], ['To', list(meta.to).join(', ')], ['Cc', list(meta.cc).join(', ')],
+      ['Reply-To', list(meta.reply_to).join(', ')], ['Subject', tix.subject || ''], ['Date', meta.date || '']];
+    for (const [k, v] of rows) {
+      if (!v) continue;
+      const row = el('div', 'eh eh-' + k.toLowerCase());
+      row.appendChild(el('dt', null, k));
+      row.appendChild(el('dd', null, v));
+      head.appendChild(row);
+    }
+    const full = typeof tix.body === 'string' ? tix.body : '';
+    const trimmed = meta.thread && typeof meta.thread.text === 'string' ? meta.thread.text : full;
+    box.querySelector('.email-body').textContent = trimmed || full;
+    const hasQuoted = full.trim() !== '' && full.trim() !== (trimmed || '').trim();
+    const toggle = box.querySelector('.quoted-toggle');
+    const quoted = box.querySelector('.email-quoted');
+    toggle.hidden = !hasQuoted;
+    // what the trimming left out: the rest of the message after the text shown
+    const shown = (trimmed || '').trim();
+    const at = shown ? full.indexOf(shown) : -1;
+    quoted.textContent = !hasQuoted ? '' : at >= 0 ? full.slice(at + shown.length).replace(/^\s+/, '') : full;
+    box.querySelector('.email-loading').hidden = true;
+    box.querySelector('.email-msg').hidden = false;
+    // the composer: To is the Reply-To or the From, as the daemon will send it
+    const to = list(meta.reply_to)[0] || tix.from || '';
+    box.querySelector('.er-to').textContent = to;
+    box.querySelector('.er-subject').textContent = replySubject(tix.subject, tix.case_id);
+    const form = box.querySelector('.email-reply');
+    form.limits = tix.reply_limits || null;
+    showLimits(form);
+  }
+
+  /* ---- attachments: fetched with the token, shown or saved from the bytes ---- */
+  function fetchBlob(path) {
+    let p = blobs.get(path);
+    if (!p) {
+      p = (async () => {
+        const res = await fetch(path, { headers: { Authorization: 'Bearer ' + S.token }, cache: 'no-store' });
+        if (!res.ok) throw new O.ApiError(res.status, 'http_' + res.status, 'cannot fetch the file (' + res.status + ')');
+        const blob = await res.blob();
+        return { url: URL.createObjectURL(blob), type: blob.type, size: blob.size, blob };
+      })();
+      p.catch(() => blobs.delete(path));
+      blobs.set(path, p);
+    }
+    return p;
+  }
+
+  const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+
+  async function saveFile(path, name) {
+    const b = await fetchBlob(path);
+    // saved as bytes, never opened as a page of this origin
+    const url = URL.createObjectURL(new Blob([b.blob], { type: 'application/octet-stream' }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = name || 'attachment';
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  function enlarge(url, name) {
+    const d = $('lightbox');
+    d.querySelector('.lb-img').src = url;
+    d.querySelector('.lb-img').alt = name;
+    d.querySelector('.lb-name').textContent = name;
+    if (!d.open) d.showModal();
+  }
+  $('lightbox').querySelector('.lb-close').addEventListener('click', () => $('lightbox').close());
+
+  function thumb(path, name) {
+    const img = el('img', 'att-thumb');
+    img.alt = name;
+    img.title = 'Click to enlarge';
+    img.tabIndex = 0;
+    fetchBlob(path).then((b) => { img.src = b.url; }, () => { img.alt = name + ' (cannot be loaded)'; });
+    const open = () => { if (img.src) enlarge(img.src, name); };
+    img.addEventListener('click', open);
+    img.addEventListener('keydown', (e) => { if (e.key === 'Enter') open(); });
+    return img;
+  }
+
+  function fillAttachments(box, tix) {
+    const meta = tix.metadata || {};
+    const atts = Array.isArray(meta.attachments) ? meta.attachments.filter((a) => a && /^[0-9a-f]{64}$/.test(a.sha256 || '')) : [];
+    const doc = meta.document && /^[0-9a-f]{64}$/.test(meta.document.sha256 || '') ? meta.document : null;
+    const sec = box.querySelector('.attachments');
+    const ul = box.querySelector('.att-list');
+    sec.hidden = atts.length === 0 && !doc;
+    if (ul.dataset.for === tix.id) return;  // built once per interaction: no refetching
+    ul.dataset.for = tix.id || '';
+    clear(ul);
+    for (const a of atts) {
+      const path = '/v1/attachments/' + a.sha256;
+      const name = a.filename || 'attachment';
+      const li = el('li', 'att');
+      li.dataset.sha256 = a.sha256;
+      const info = el('div', 'att-info');
+      info.appendChild(el('span', 'att-name', name));
+      info.appendChild(el('span', 'att-type', a.content_type || ''));
+      info.appendChild(el('span', 'att-size', fmtSize(a.size)));
+      const dl = el('button', 'att-download', 'Download');
+      dl.type = 'button';
+      dl.addEventListener('click', () => act(() => saveFile(path, name)));
+      info.appendChild(dl);
+      li.appendChild(info);
+      if (IMAGE_TYPES.has(String(a.content_type).toLowerCase())) li.appendChild(thumb(path, name));
+      ul.appendChild(li);
+    }
+    // a fax: each page as an image, made by the daemon from the document
+    if (doc && doc.type === 'tiff') {
+      const pages = Math.min(Number(doc.pages) || 0, 50);
+      const li = el('li', 'att att-pages');
+      li.appendChild(el('div', 'att-info', pages + ' page' + (pages === 1 ? '' : 's')));
+      const strip = el('div', 'att-strip');
+      for (let n = 1; n <= pages; n++) {
+        strip.appendChild(thumb('/v1/attachments/' + doc.sha256 + '/pages/' + n + '.png', 'page ' + n));
+      }
+      li.appendChild(strip);
+      ul.appendChild(li);
+    }
+  }
+
+  /* The case's outgoing emails, each with its latest delivery state. */
+  function fillReplies(box, caseId, entries) {
+    const out = new Map();  // message_id -> {queued entry, state, at}
+    // entries are newest first: the first state seen for a message is its latest
+    for (const e of entries) {
+      if (e.case !== caseId || !e.message_id || !/^email\./.test(e.type)) continue;
+      let m = out.get(e.message_id);
+      if (!m) {
+        m = { id: e.message_id, state: e.type.slice(6), at: e.at, smtp: e.smtp || '' };
+        out.set(e.message_id, m);
+      }
+      if (e.type === 'email.queued') m.queued = e;
+    }
+    const sec = box.querySelector('.email-out');
+    const ol = box.querySelector('.email-out-list');
+    clear(ol);
+    for (const m of out.values()) {
+      if (!m.queued) continue;
+      const li = el('li', 'eo eo-' + m.state);
+      li.dataset.messageId = m.id;
+      const head = el('div', 'eo-head');
+      head.appendChild(el('span', 'delivery delivery-' + m.state, m.state));
+      head.appendChild(el('span', 'eo-to', 'to ' + (m.queued.to || '')));
+      head.appendChild(el('span', 'eo-by', 'by ' + (m.queued.by || '')));
+      head.appendChild(el('time', null, O.fmtTime(m.queued.at)));
+      li.appendChild(head);
+      li.appendChild(el('div', 'eo-subject', m.queued.subject || ''));
+      li.appendChild(el('div', 'eo-text', m.queued.text || ''));
+      if (m.smtp && m.state !== 'sent') li.appendChild(el('div', 'eo-smtp', m.smtp));
+      ol.appendChild(li);
+    }
+    sec.hidden = ol.children.length === 0;
+  }
+
+  /* ---- the reply composer ---- */
+  function showLimits(form) {
+    const l = form.limits;
+    form.querySelector('.er-limits').textContent = l
+      ? 'Attachments: up to ' + l.attachments + ' files, ' + fmtSize(l.attachment) + ' each, ' + fmtSize(l.attachments_total) + ' in all.'
+      : '';
+  }
+
+  function checkFiles(form) {
+    const files = Array.from(form.elements.files.files || []);
+    const l = form.limits;
+    const ul = form.querySelector('.er-filelist');
+    clear(ul);
+    let total = 0, why = '';
+    for (const f of files) {
+      total += f.size;
+      const li = el('li', null, f.name + ' (' + fmtSize(f.size) + ')');
+      if (l && f.size > l.attachment) {
+        li.className = 'too-large';
+        why = f.name + ' is larger than ' + fmtSize(l.attachment) + '.';
+      }
+      ul.appendChild(li);
+    }
+    if (!why && l && files.length > l.attachments) why = 'At most ' + l.attachments + ' files.';
+    if (!why && l && total > l.attachments_total) why = 'The files together are larger than ' + fmtSize(l.attachments_total) + '.';
+    form.querySelector('.er-error').textContent = why;
+    return why ? null : files;
+  }
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const r = new FileReader();
+      r.onload = () => {
+        const s = String(r.result);
+        resolve(s.slice(s.indexOf(',') + 1));
+      };
+      r.onerror = () => reject(new Error('cannot read ' + file.name));
+      r.readAsDataURL(file);
+    });
+  }
+
+  function buildComposer(box, it) {
+    const form = box.querySelector('.email-reply');
+    const status = form.querySelector('.er-status');
+    const send = form.querySelector('.er-send');
+    form.elements.files.addEventListener('change', () => checkFiles(form));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const err = form.querySelector('.er-error');
+      const text = form.elements.body.value;
+      if (!text.trim()) {
+        err.textContent = 'Write the reply first.';
+        return;
+      }
+      const files = checkFiles(form);
+      if (!files) return;
+      if (form.limits && new TextEncoder().encode(text).length > form.limits.body) {
+        err.textContent = 'The reply is longer than ' + fmtSize(form.limits.body) + '.';
+        return;
+      }
+      send.disabled = true;
+      status.textContent = 'Sending…';
+      err.textContent = '';
+      try {
+        const attachments = [];
+        for (const f of files) {
+          attachments.push({
+            filename: f.name.replace(/["\\/\t\r\n]/g, '_').slice(0, 200) || 'attachment',
+            content_type: /^[\w.+-]+\/[\w.+-]+$/.test(f.type) ? f.type : 'application/octet-stream',
+            content_base64: await readBase64(f),
+          });
+        }
+        const body = { body: text };
+        if (attachments.length) body.attachments = attachments;
+        const r = await O.api(S.token, 'POST', '/v1/interactions/' + it.id + '/reply', body);
+        form.elements.body.value = '';
+        form.elements.files.value = '';
+        clear(form.querySelector('.er-filelist'));
+        status.textContent = 'Reply queued (' + r.message_id + ').';
+        timelines.delete(it.id);
+        loadTimeline(it);
+      } catch (ex) {
+        status.textContent = '';
+        err.textContent = 'Not sent: ' + ex.message;
+      } finally {
+        send.disabled = false;
+      }
+    });
   }
 
   function updateDetail(box, it) {
