@@ -74,6 +74,7 @@ struct email_out {
     const char *from, *from_name, *to, *subject, *body;
     const char *message_id, *in_reply_to;
     const char *const *references; /* NULL-terminated */
+    const char *const *cc;         /* NULL-terminated addresses, or NULL */
     bool auto_reply;               /* Auto-Submitted: auto-replied */
     const struct email_out_attachment *att;
     size_t n_att;

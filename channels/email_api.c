@@ -3,7 +3,7 @@
  *   POST /v1/email/inbound[?mailbox=NAME]   one raw RFC 5322 message (an MTA pipe transport,
  *        an inbound-parse service): the [email] inbound_token or the admin token; at most
  *        [email] max_message bytes. 202 stored, 200 duplicate or delivery status notification.
- *   POST /v1/interactions/{id}/reply         {"body": "...", "attachments": [{"filename",
+ *   POST /v1/interactions/{id}/reply         {"body": "...", "cc": ["..."], "attachments": [{"filename",
  *        "content_type", "content_base64"} | {"sha256"}]}: the agent holding the interaction
  *        (its own token) or an admin. 202 once the message is on the outbox stream.
  *
@@ -347,6 +347,37 @@ static json_t *reply_attachments(struct http_req *r, json_t *list)
     return out;
 }
 
+#define REPLY_CC_MAX 10
+
+/* One plain address, local@domain: printable ASCII without spaces, quotes, brackets or
+ * separators, so it can go into the Cc header and the RCPT command as it is. */
+static bool plain_address(const char *a)
+{
+    size_t n = a ? strlen(a) : 0;
+    const char *at = a ? strchr(a, '@') : NULL;
+    if (n < 3 || n > 254 || !at || at == a || !at[1] || strchr(at + 1, '@') ||
+        !strchr(at + 1, '.') || at[strlen(at) - 1] == '.')
+        return false;
+    for (const char *p = a; *p; p++)
+        if (*p <= ' ' || *p >= 127 || strchr("<>()[],;:\\\"", *p))
+            return false;
+    return true;
+}
+
+static bool reply_cc_valid(json_t *cc)
+{
+    if (!json_is_array(cc) || json_array_size(cc) > REPLY_CC_MAX)
+        return false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(cc, i, v)
+    {
+        if (!json_is_string(v) || !plain_address(json_string_value(v)))
+            return false;
+    }
+    return true;
+}
+
 static void post_reply(struct http_req *r)
 {
     const struct config *cfg = api_config();
@@ -361,7 +392,7 @@ static void post_reply(struct http_req *r)
     json_t *v;
     json_object_foreach(obj, k, v)
     {
-        if (strcmp(k, "body") != 0 && strcmp(k, "attachments") != 0) {
+        if (strcmp(k, "body") != 0 && strcmp(k, "attachments") != 0 && strcmp(k, "cc") != 0) {
             http_reply_error(r, 400, "invalid_field", "%.40s: unknown field", k);
             json_decref(obj);
             return;
@@ -376,6 +407,13 @@ static void post_reply(struct http_req *r)
         json_decref(obj);
         return;
     }
+    json_t *cc = json_object_get(obj, "cc");
+    if (cc && !json_is_null(cc) && !reply_cc_valid(cc)) {
+        http_reply_error(r, 400, "invalid_field",
+                         "cc: an array of at most %d email addresses (local@domain)", REPLY_CC_MAX);
+        json_decref(obj);
+        return;
+    }
     json_t *att = reply_attachments(r, json_object_get(obj, "attachments"));
     if (!att) {
         json_decref(obj);
@@ -384,6 +422,8 @@ static void post_reply(struct http_req *r)
     char *mid = email_new_message_id(msgid_domain(cfg, NULL));
     json_t *args = json_pack("{s:s,s:O,s:s,s:o}", "mode", "agent", "body", body, "message_id", mid,
                              "attachments", att);
+    if (json_is_array(cc) && json_array_size(cc) > 0)
+        json_object_set(args, "cc", cc);
     if (queue_reply(r->params[0], r->auth_sha, args, reply_queued, r) < 0)
         http_reply_unavailable(r, store_status());
     json_decref(args);

@@ -225,6 +225,18 @@ char *email_compose(const struct email_out *m, size_t *len)
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
     header_addr(&o, "From", m->from_name, m->from);
     header_addr(&o, "To", NULL, m->to);
+    if (m->cc && m->cc[0]) {
+        /* plain addr-specs (checked by the reply API), one per line */
+        puts_(&o, "Cc:");
+        for (const char *const *c = m->cc; *c; c++) {
+            char *v = one_line(*c);
+            puts_(&o, c == m->cc ? " <" : ",\r\n <");
+            puts_(&o, v);
+            puts_(&o, ">");
+            free(v);
+        }
+        puts_(&o, "\r\n");
+    }
     header_text(&o, "Subject", m->subject);
     header_text(&o, "Date", date);
     header_text(&o, "Message-ID", m->message_id);

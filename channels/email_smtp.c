@@ -59,6 +59,7 @@ struct job {
     /* what the worker reads (set before queueing, never changed after) */
     char *from, *from_name, *to, *subject, *body, *message_id, *in_reply_to;
     char **refs; /* NULL-terminated */
+    char **cc;   /* NULL-terminated */
     char **att_sha, **att_name, **att_type;
     size_t n_att;
     bool auto_reply;
@@ -122,6 +123,7 @@ static void job_free(struct job *j)
     free(j->message_id);
     free(j->in_reply_to);
     strv_free(j->refs);
+    strv_free(j->cc);
     strv_free(j->att_sha);
     strv_free(j->att_name);
     strv_free(j->att_type);
@@ -196,6 +198,7 @@ static struct job *job_new(const char *entry_id, const char *text)
     j->message_id = str_field(d, "id");
     j->in_reply_to = str_field(d, "in_reply_to");
     j->refs = strv_of(json_object_get(d, "references"), NULL);
+    j->cc = strv_of(json_object_get(d, "cc"), NULL);
     json_t *att = json_object_get(d, "attachments");
     j->att_sha = strv_of(att, "sha256");
     j->att_name = strv_of(att, "filename");
@@ -277,6 +280,7 @@ static void send_job(struct job *j)
     struct email_out m = {.from = j->from, .from_name = j->from_name, .to = j->to,
                           .subject = j->subject, .body = j->body, .message_id = j->message_id,
                           .in_reply_to = j->in_reply_to, .references = (const char *const *)j->refs,
+                          .cc = (const char *const *)j->cc,
                           .auto_reply = j->auto_reply, .att = att, .n_att = n_att,
                           .date = now_ms() / 1000};
     size_t len;
@@ -300,6 +304,10 @@ static void send_job(struct job *j)
     smtp_message_t msg = smtp_add_message(s);
     smtp_set_reverse_path(msg, j->from);
     smtp_recipient_t rcpt = smtp_add_recipient(msg, j->to);
+    /* copies go along; what the To address's server said decides the outcome */
+    for (char **c = j->cc; c && *c; c++)
+        if (**c)
+            smtp_add_recipient(msg, *c);
     smtp_set_messagecb(msg, message_cb, &src);
     if (!smtp_start_session(s)) {
         char buf[256];

@@ -1,6 +1,6 @@
 -- email_reply.lua: queue one outbound email on the case of an inbound email interaction.
 -- ARGV[1] interaction id, ARGV[2] token sha ('' = admin), ARGV[3] JSON {mode = 'agent' |
--- 'ack' | 'transcript', body, attachments = [{sha256, filename, content_type}], message_id
+-- 'ack' | 'transcript', body, cc (mode agent: addresses to copy), attachments = [{sha256, filename, content_type}], message_id
 -- (made by the daemon), ack_rate (seconds, mode ack)}. The message is built from the interaction: To is
 -- its Reply-To or From, From the mailbox it came in through, In-Reply-To its Message-ID,
 -- References its References plus that id, the subject "Re: ..." with the case token.
@@ -138,18 +138,31 @@ if type(meta.message_id) == 'string' then refs[#refs + 1] = meta.message_id end
 while #refs > 20 do table.remove(refs, 1) end
 
 local mid = a.message_id
+-- copies (the agent's Cc, addresses checked by the daemon); never for an acknowledgement
+local cc = {}
+if a.mode == 'agent' and type(a.cc) == 'table' then
+  for _, c in ipairs(a.cc) do
+    if type(c) == 'string' and c ~= '' and string.lower(c) ~= string.lower(to) then cc[#cc + 1] = c end
+  end
+end
 local job = {id = mid, kind = a.mode, from = meta.reply_from, from_name = meta.reply_from_name or '',
              to = to, subject = subject, body = a.body or '', in_reply_to = meta.message_id or '',
              references = refs, attachments = a.attachments or {}, case = case_id,
              interaction = ix_id, attempt = 1, created_at = now}
+if #cc > 0 then job.cc = cc end
 local text = cjson.encode(job)
 redis.call('SET', B .. 'msgid:' .. mid, case_id)
 redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id, 'to', to,
            'status', 'queued', 'kind', a.mode, 'created_at', now, 'attempts', 0)
 local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', text)
-history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
-                           'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
-                           'text', string.sub(a.body or '', 1, 4000)})
+local hist = {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
+              'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
+              'text', string.sub(a.body or '', 1, 4000)}
+if #cc > 0 then
+  hist[#hist + 1] = 'cc'
+  hist[#hist + 1] = table.concat(cc, ', ')
+end
+history_add(case_id, now, hist)
 -- the holding agent's stream too: the desktop shows the delivery state live
 emit(now, 'email.queued', ix.agent, {interaction = ix_id, case = case_id, message_id = mid})
 return {mid, entry}

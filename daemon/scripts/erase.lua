@@ -78,7 +78,7 @@ redis.call('DEL', ck)
 redis.call('HSET', ck, 'id', cid, 'erased_at', now, 'segment', 'standard')
 
 -- cases, their history and interactions: texts out, ids and timings kept (reports stay)
-local TEXT = {from = 1, to = 1, summary = 1, text = 1, note = 1, reason = 1, subject = 1, body = 1, name = 1}
+local TEXT = {from = 1, to = 1, cc = 1, summary = 1, text = 1, note = 1, reason = 1, subject = 1, body = 1, name = 1}
 local shas, seen_sha = {}, {}
 local function collect_shas(s)
   for h in string.gmatch(s or '', '%x+') do

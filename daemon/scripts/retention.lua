@@ -9,7 +9,7 @@ local cut = cjson.decode(ARGV[1])
 local max = tonumber(ARGV[2])
 local now = now_ms()
 local done, shas, seen_sha = 0, {}, {}
-local TEXT = {from = 1, to = 1, summary = 1, text = 1, note = 1, reason = 1, subject = 1, body = 1, name = 1}
+local TEXT = {from = 1, to = 1, cc = 1, summary = 1, text = 1, note = 1, reason = 1, subject = 1, body = 1, name = 1}
 local function collect(s)
   for h in string.gmatch(s or '', '%x+') do
     if #h == 64 and not seen_sha[h] then seen_sha[h] = true; shas[#shas + 1] = string.lower(h) end

@@ -2,10 +2,10 @@
 // a PDF arrives through POST /v1/email/inbound and is offered to the agent, who accepts it,
 // reads it (headers, the text without its quoted part, the quoted part on demand), sees the
 // photo (the thumbnail really decodes) and downloads the PDF (the same bytes), then replies
-// with an attachment. The SMTP server started by run_desk.py receives the reply threaded
-// (In-Reply-To, References) with the attachment, and the desktop shows it as sent without a
-// reload. Then a visitor of the web chat who gave no email asks for the transcript and is
-// told it cannot be sent. Screenshots of every step go to $ARTIFACTS.
+// with an attachment and copies (Cc). The SMTP server started by run_desk.py receives the
+// reply threaded (In-Reply-To, References) with the attachment, and the desktop shows it as
+// sent without a reload. Then a visitor of the web chat who gave no email asks for the
+// transcript and is told it cannot be sent. Screenshots of every step go to $ARTIFACTS.
 //
 // Started by tests/browser/run_desk.py: OMNICC_URL, OMNICC_TOKEN, SMTP_DIR, ARTIFACTS.
 import { test } from 'node:test';
@@ -229,6 +229,13 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       assert.equal(await form.locator('.er-to').textContent(), 'marta.home@customer.example');
       assert.equal(await form.locator('.er-subject').textContent(), `Re: Hail damage <b>urgent</b> [#${caseId}]`);
       assert.match(await form.locator('.er-limits').textContent(), /up to 20 files, 10\.0 MB each, 25\.0 MB in all/);
+      // Cc: the message's copies, which the agent may change
+      assert.equal(await form.locator('.er-cc').inputValue(), 'broker@agency.example');
+      await form.locator('.er-cc').fill('broker@agency.example, not an address');
+      await form.locator('textarea').fill('x');
+      await form.locator('.er-send').click();
+      await form.locator('.er-error', { hasText: 'is not an email address' }).waitFor({ timeout: WAIT });
+      await form.locator('.er-cc').fill('broker@agency.example, adjuster@insurer.example');
       await form.locator('textarea').fill('Dear Marta,\nan adjuster will call you tomorrow. The estimate is attached.\nBob');
       await form.locator('input[type=file]').setInputFiles({ name: 'estimate.pdf', mimeType: 'application/pdf', buffer: ESTIMATE });
       await form.locator('.er-filelist li', { hasText: 'estimate.pdf' }).waitFor({ timeout: WAIT });
@@ -240,6 +247,7 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       const raw = await until(() => received().find((m) => header(m, 'In-Reply-To') === CUSTOMER_MSGID), 'the reply at the SMTP server');
       assert.equal(header(raw, 'References').split(/\s+/).join(' '), '<older-desk@customer.example> ' + CUSTOMER_MSGID);
       assert.match(header(raw, 'To'), /marta\.home@customer\.example/);
+      assert.equal(header(raw, 'Cc'), '<broker@agency.example>, <adjuster@insurer.example>');
       assert.match(header(raw, 'From'), /claims@insurer\.example/);
       assert.ok(header(raw, 'Subject').includes(`[#${caseId}]`), header(raw, 'Subject'));
       const att = attachmentBytes(raw, 'estimate.pdf');
@@ -250,7 +258,8 @@ test('agent desktop: an email with attachments, read and answered in a real brow
     await t.test('the history shows the reply as sent, live', async () => {
       const out = agent.locator('.email-out-list .eo').first();
       await out.locator('.delivery', { hasText: /^sent$/ }).waitFor({ timeout: WAIT });
-      assert.match(await out.locator('.eo-to').textContent(), /marta\.home@customer\.example/);
+      assert.equal(await out.locator('.eo-to').textContent(),
+        'to marta.home@customer.example, cc broker@agency.example, adjuster@insurer.example');
       assert.match(await out.locator('.eo-text').textContent(), /an adjuster will call you tomorrow/);
       await agent.locator('.timeline li', { hasText: 'email to marta.home@customer.example sent' }).waitFor({ timeout: WAIT });
       await shot(agent, 'desk-email-reply-sent');

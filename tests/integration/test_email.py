@@ -354,6 +354,42 @@ class ThreadingTest(EmailCase):
         self.assertEqual(parts[0].get_filename(), 'formulario daños.pdf')
         self.assertEqual(parts[0].get_content(), doc)
 
+    def test_reply_with_copies(self):
+        st, a, _ = self.inbound(message('m@customer.example', 'Quote', 'copy my broker',
+                                        msgid('cc'), extra='Cc: broker@agency.example\n'))
+        self.assertEqual(st, 202, a)
+        mid = self.reply(a['id'], 'Here is the quote.',
+                         cc=['broker@agency.example', 'm@customer.example', 'team@insurer.example'])
+        sent = self.received(mid)
+        # the To address is not copied twice
+        self.assertEqual([x.addr_spec for x in sent['Cc'].addresses],
+                         ['broker@agency.example', 'team@insurer.example'])
+        self.assertEqual(sent['To'].addresses[0].addr_spec, 'm@customer.example')
+        n = []
+        for i in range(1, self.smtp.attempts() + 1):
+            path = os.path.join(self.smtp.dir, 'msg-%d.eml' % i)
+            if os.path.exists(path):
+                with open(path, 'rb') as f:
+                    if mid.encode() in f.read():
+                        n.append(i)
+        self.assertEqual(len(n), 1)
+        # the envelope: one copy to each
+        self.assertEqual(sorted(self.smtp.attempt(n[0])['to']),
+                         ['broker@agency.example', 'm@customer.example', 'team@insurer.example'])
+        queued = [h for h in self.history(a['case_id']) if h['type'] == 'email.queued'][-1]
+        self.assertEqual(queued['cc'], 'broker@agency.example, team@insurer.example')
+        # anything but plain addresses is refused, and nothing is queued
+        for bad in ('Broker <broker@agency.example>', 'a@b', 'x@y.example\r\nBcc: z@w.example',
+                    'a,b@c.example', 'ñ@x.example', ''):
+            st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], {'body': 'x', 'cc': [bad]})
+            self.assertEqual(st, 400, (bad, out))
+        st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'],
+                                 {'body': 'x', 'cc': ['c%d@x.example' % i for i in range(11)]})
+        self.assertEqual(st, 400, out)
+        st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], {'body': 'x', 'cc': 'a@b.example'})
+        self.assertEqual(st, 400, out)
+        self.assertEqual(len([h for h in self.history(a['case_id']) if h['type'] == 'email.queued']), 1)
+
     def test_bounce_recorded_on_case_never_a_case(self):
         st, a, _ = self.inbound(message('l@customer.example', 'Hi', 'hi', msgid('b')))
         mid = self.reply(a['id'], 'Hello back')

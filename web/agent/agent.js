@@ -546,6 +546,14 @@
     // the composer: To is the Reply-To or the From, as the daemon will send it
     const to = list(meta.reply_to)[0] || tix.from || '';
     box.querySelector('.er-to').textContent = to;
+    // Cc: the message's copies, without our own mailbox and the To address (once, not on
+    // every refresh: the agent may have edited it)
+    const ccInput = box.querySelector('.er-cc');
+    if (!ccInput.dataset.filled) {
+      const ours = String(meta.reply_from || '').toLowerCase();
+      ccInput.value = list(meta.cc).filter((a) => a.toLowerCase() !== ours && a.toLowerCase() !== to.toLowerCase()).join(', ');
+      ccInput.dataset.filled = '1';
+    }
     box.querySelector('.er-subject').textContent = replySubject(tix.subject, tix.case_id);
     const form = box.querySelector('.email-reply');
     form.limits = tix.reply_limits || null;
@@ -667,7 +675,7 @@
       li.dataset.messageId = m.id;
       const head = el('div', 'eo-head');
       head.appendChild(el('span', 'delivery delivery-' + m.state, m.state));
-      head.appendChild(el('span', 'eo-to', 'to ' + (m.queued.to || '')));
+      head.appendChild(el('span', 'eo-to', 'to ' + (m.queued.to || '') + (m.queued.cc ? ', cc ' + m.queued.cc : '')));
       head.appendChild(el('span', 'eo-by', 'by ' + (m.queued.by || '')));
       head.appendChild(el('time', null, O.fmtTime(m.queued.at)));
       li.appendChild(head);
@@ -735,6 +743,16 @@
       }
       const files = checkFiles(form);
       if (!files) return;
+      const cc = form.elements.cc.value.split(/[,;\s]+/).map((a) => a.trim()).filter(Boolean);
+      const badCc = cc.find((a) => !/^[^\s@<>()[\],;:\\"]+@[^\s@<>()[\],;:\\"]+\.[^\s@<>()[\],;:\\".]+$/.test(a));
+      if (badCc) {
+        err.textContent = 'Cc: "' + badCc + '" is not an email address.';
+        return;
+      }
+      if (cc.length > 10) {
+        err.textContent = 'Cc: at most 10 addresses.';
+        return;
+      }
       if (form.limits && new TextEncoder().encode(text).length > form.limits.body) {
         err.textContent = 'The reply is longer than ' + fmtSize(form.limits.body) + '.';
         return;
@@ -752,6 +770,7 @@
           });
         }
         const body = { body: text };
+        if (cc.length) body.cc = cc;
         if (attachments.length) body.attachments = attachments;
         const r = await O.api(S.token, 'POST', '/v1/interactions/' + it.id + '/reply', body);
         form.elements.body.value = '';
