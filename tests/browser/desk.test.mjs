@@ -7,12 +7,17 @@
 // sent without a reload. Then a visitor of the web chat who gave no email asks for the
 // transcript and is told it cannot be sent. Screenshots of every step go to $ARTIFACTS.
 //
-// Started by tests/browser/run_desk.py: OMNICC_URL, OMNICC_TOKEN, SMTP_DIR, ARTIFACTS.
+// A fax then arrives from a fax server (POST /v1/fax/inbound, signed) and the agent sees
+// each of its pages as a picture.
+//
+// Started by tests/browser/run_desk.py: OMNICC_URL, OMNICC_TOKEN, SMTP_DIR, FAX_TIFF,
+// FAX_SECRET, ARTIFACTS.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require('playwright-core');
@@ -130,7 +135,7 @@ function attachmentBytes(raw, filename) {
 }
 
 test('agent desktop: an email with attachments, read and answered in a real browser', async (t) => {
-  await api('POST', '/v1/agents', { id: 'bob', name: 'Bob Agent', capacity: { email: 2 } });
+  await api('POST', '/v1/agents', { id: 'bob', name: 'Bob Agent', capacity: { email: 2, fax: 1 } });
   const { token: agentToken } = await api('POST', '/v1/agents/bob/tokens');
 
   const browser = await chromium.launch({
@@ -275,6 +280,46 @@ test('agent desktop: an email with attachments, read and answered in a real brow
         return v.state === 'completed' && v;
       }, 'the interaction completed');
       assert.equal(ix.disposition, 'info_given');
+    });
+
+    await t.test('a fax: its pages shown as pictures', async () => {
+      const doc = fs.readFileSync(process.env.FAX_TIFF);
+      const boundary = '----desk' + crypto.randomBytes(8).toString('hex');
+      const field = (k, v) => `--${boundary}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`;
+      const body = Buffer.concat([
+        Buffer.from(field('gateway_id', 'desk-' + process.pid) + field('from', '+34 915 550 101') +
+          field('to', '+34 910 000 000') + field('pages', '2') +
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="fax.tif"\r\nContent-Type: image/tiff\r\n\r\n`),
+        doc, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+      const ts = String(Math.floor(Date.now() / 1000));
+      const sig = 'sha256=' + crypto.createHmac('sha256', process.env.FAX_SECRET)
+        .update(Buffer.concat([Buffer.from(ts + '.'), body])).digest('hex');
+      const res = await fetch(BASE + '/v1/fax/inbound', {
+        method: 'POST', body,
+        headers: { 'Content-Type': 'multipart/form-data; boundary=' + boundary, 'X-Omnicc-Timestamp': ts, 'X-Omnicc-Signature': sig },
+      });
+      const out = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(out));
+      assert.equal(out.pages, 2);
+      await agent.locator('#offers .item.ch-fax').first().waitFor({ timeout: WAIT });
+      await agent.click('.accept');
+      await agent.locator('#work .item.ch-fax').first().waitFor({ timeout: WAIT });
+      const att = agent.locator('.att', { hasText: 'fax.tif' });
+      await att.waitFor({ timeout: WAIT });
+      assert.equal(await att.locator('.att-type').textContent(), 'image/tiff');
+      const pages = agent.locator('.att-pages img.att-thumb');
+      await agent.locator('.att-pages', { hasText: '2 pages' }).waitFor({ timeout: WAIT });
+      assert.equal(await pages.count(), 2);
+      for (let i = 0; i < 2; i++) {
+        await agent.waitForFunction((e) => e.complete && e.naturalWidth > 0, await pages.nth(i).elementHandle(), { timeout: WAIT });
+      }
+      // an A4 page, upright
+      const [w, h] = await pages.first().evaluate((e) => [e.naturalWidth, e.naturalHeight]);
+      assert.ok(h > w, `page ${w}x${h}`);
+      await pages.nth(1).click();
+      await agent.locator('#lightbox .lb-name', { hasText: 'page 2' }).waitFor({ timeout: WAIT });
+      await shot(agent, 'desk-fax-page');
+      await agent.click('#lightbox .lb-close');
     });
 
     await t.test('web chat: no email known, the visitor is told no transcript can be sent', async () => {
