@@ -225,6 +225,7 @@ static void test_compose_reads_back(void **state)
         pdf[i] = (unsigned char)(i * 7);
     struct email_out_attachment att = {"informe daños.pdf", "application/pdf", pdf, sizeof(pdf)};
     const char *refs[] = {"<a@x>", "<b@y>", NULL};
+    const char *cc[] = {"broker@agency.example", "team@insurer.example", NULL};
     char body[400];
     snprintf(body, sizeof(body), "Estimada Ana,\n.leading dot\ntrailing space \n%s\nÁngel",
              "a very long line that goes on and on well past seventy-six characters so that "
@@ -232,8 +233,8 @@ static void test_compose_reads_back(void **state)
     struct email_out o = {.from = "claims@insurer.example", .from_name = "Siniestros Ñ",
                           .to = "ana@example.com", .subject = "Re: Póliza [#C-7]",
                           .body = body, .message_id = "<omnicc.1@insurer.example>",
-                          .in_reply_to = "<b@y>", .references = refs, .auto_reply = true,
-                          .att = &att, .n_att = 1, .date = 1717400000};
+                          .in_reply_to = "<b@y>", .references = refs, .cc = cc,
+                          .auto_reply = true, .att = &att, .n_att = 1, .date = 1717400000};
     size_t len;
     char *raw = email_compose(&o, &len);
     assert_non_null(strstr(raw, "\r\nAuto-Submitted: auto-replied\r\n"));
@@ -249,6 +250,9 @@ static void test_compose_reads_back(void **state)
     assert_string_equal(m.message_id, "<omnicc.1@insurer.example>");
     assert_string_equal(m.in_reply_to, "<b@y>");
     assert_int_equal(m.n_references, 2);
+    assert_int_equal(m.n_cc, 2);
+    assert_string_equal(m.cc[0].addr, "broker@agency.example");
+    assert_string_equal(m.cc[1].addr, "team@insurer.example");
     assert_string_equal(m.text, body);
     assert_true(m.auto_submitted);
     assert_int_equal(m.n_att, 1);
@@ -262,6 +266,7 @@ static void test_compose_reads_back(void **state)
                              .body = "", .message_id = "<m@x>"};
     raw = email_compose(&evil, &len);
     assert_null(strstr(raw, "\r\nBcc:"));
+    assert_null(strstr(raw, "\r\nCc:")); /* no copies, no Cc header */
     free(raw);
     char *mid = email_new_message_id("insurer.example");
     assert_true(strncmp(mid, "<omnicc.", 8) == 0);
