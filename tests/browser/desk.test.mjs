@@ -268,9 +268,25 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       assert.match(await out.locator('.eo-text').textContent(), /an adjuster will call you tomorrow/);
       await agent.locator('.timeline li', { hasText: 'email to marta.home@customer.example sent' }).waitFor({ timeout: WAIT });
       await shot(agent, 'desk-email-reply-sent');
+      // a second reply the customer's server refuses for good: shown as failed, with why
+      const attempts = fs.readdirSync(SMTP_DIR).filter((f) => /^attempt-\d+\.json$/.test(f)).length;
+      const answers = Array(attempts).fill('250 2.0.0 OK').concat(['550 5.1.1 mailbox unavailable']);
+      fs.writeFileSync(path.join(SMTP_DIR, '.script.tmp'), JSON.stringify({ data: answers }));
+      fs.renameSync(path.join(SMTP_DIR, '.script.tmp'), path.join(SMTP_DIR, 'script.json'));
+      const form = agent.locator('.email-reply');
+      await form.locator('.er-cc').fill('');
+      await form.locator('textarea').fill('One more thing: keep the receipt.');
+      await form.locator('.er-send').click();
+      const second = agent.locator('.email-out-list .eo', { hasText: 'keep the receipt' });
+      await second.locator('.delivery', { hasText: /^failed$/ }).waitFor({ timeout: WAIT });
+      assert.match(await second.locator('.eo-smtp').textContent(), /^550 5\.1\.1 mailbox unavailable/);
+      assert.equal(await agent.locator('.email-out-list .eo').count(), 2);
+      await agent.locator('.email-out-list .eo', { hasText: 'an adjuster will call you' }).locator('.delivery', { hasText: /^sent$/ }).waitFor();
+      await shot(agent, 'desk-email-reply-failed');
       // still there after a reload
       await agent.reload();
       await agent.locator('.email-out-list .eo .delivery', { hasText: /^sent$/ }).waitFor({ timeout: WAIT });
+      await agent.locator('.email-out-list .eo .delivery', { hasText: /^failed$/ }).waitFor({ timeout: WAIT });
       await agent.selectOption('.wrapup-form select', 'info_given');
       await agent.click('.wrapup-form button');
       // email has no wrap-up time here: the work ends at once
