@@ -257,16 +257,21 @@
     } catch (e) { /* the offer may have ended meanwhile */ }
   }
 
+  const tlGen = new Map();     // ix -> number of the latest timeline request
   async function loadTimeline(it) {
     if (timelines.has(it.id)) return;
     timelines.set(it.id, null);
+    const gen = (tlGen.get(it.id) || 0) + 1;
+    tlGen.set(it.id, gen);
     try {
       const t = await O.api(S.token, 'GET', '/v1/interactions/' + it.id + '/timeline');
+      // an answer overtaken by a later request (a delivery event meanwhile) is stale
+      if (tlGen.get(it.id) !== gen) return;
       timelines.set(it.id, t);
       // fill the pane in place: what the agent is typing stays
       if (S.selected === it.id && detailFor === it.id + '/' + it.state) fillFromTimeline($('detail'), it);
     } catch (e) {
-      timelines.delete(it.id);
+      if (tlGen.get(it.id) === gen) timelines.delete(it.id);
     }
   }
 
