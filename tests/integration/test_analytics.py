@@ -313,12 +313,18 @@ class LiveReportTest(Reports, harness.TestCase):
         self.assertEqual(self.cli('export', '--since', future), '')
 
     def test_rebuild_equals_live(self):
+        # from the case histories (RebuildTest covers every channel and figure), then from
+        # the export stream; each after the live counters were damaged
         before = self.rollup_keys()
         self.assertTrue(before)
-        out = json.loads(self.cli('reports', 'rebuild'))
-        self.assertGreater(out['facts_replayed'], 0)
-        after = self.rollup_keys()
-        self.assertEqual(after, before)
+        for args, counted in ((('reports', 'rebuild'), 'facts'),
+                              (('reports', 'rebuild', '--from-export'), 'facts_replayed')):
+            k = sorted(before)[0]
+            self.redis.cli('HINCRBY', k, sorted(before[k])[0], 1000)
+            self.redis.cli('DEL', sorted(before)[-1])
+            out = json.loads(self.cli(*args))
+            self.assertGreater(out[counted], 0)
+            self.assertEqual(self.rollup_keys(), before, args)
 
     def test_postgres_reproduces_the_report(self):
         pg = PostgresFixture.get()
@@ -529,6 +535,141 @@ class BranchDimensionTest(Reports, harness.TestCase):
         self.ingest(channel='voice', queue='default')
         rep = self.report(self.today_query('branch'))
         self.assertEqual({g['key']: g['offered'] for g in rep['groups']}, {'B-0042': 1, '-': 1})
+
+
+class RebuildTest(Reports, harness.TestCase):
+    """`omniccd reports rebuild` recomputes every counter from the case histories: after a
+    random run over the five channels (generic ingest, plus a visitor through the web chat
+    adapter) with re-contacts, transfers to a queue and to an agent, rejects, abandons,
+    cancels, wrap-ups (immediate and timed, ended by the sweep), answers beyond the SLA and
+    closes at max_wait, the rebuilt counters equal the live ones, key for key and field for
+    field, even after the live ones were damaged."""
+    ORIGIN = 'https://www.insurer.example'
+    extra_config = CONFIG + '''
+[queue slow]
+channels = webchat fax branch
+skills = nobody
+max_wait = 1
+on_max_wait = close
+[webchat]
+allowed_origins = https://www.insurer.example
+'''
+
+    def chat_session(self):
+        st, body, _ = self.d.request('POST', '/v1/chat/sessions',
+                                     {'name': 'Visitor', 'email': 'v-%s@example.com' % self.ext('v')},
+                                     auth=False, headers={'Origin': self.ORIGIN})
+        self.assertEqual(st, 201, body)
+        iid = None
+        deadline = time.time() + 10
+        while not iid and time.time() < deadline:
+            iid = self.redis.cli('GET', BASE + 'idem:webchat:' + body['session'])
+            if not iid:
+                time.sleep(0.05)
+        self.assertTrue(iid)
+        return iid
+
+    def test_rebuild_from_the_histories_equals_live(self):
+        rnd = random.Random(1717)
+        chans = ['voice', 'email', 'webchat', 'fax', 'branch']
+        cap = {ch: 10 for ch in chans}
+        self.make_agent('rb-a1', {'claims': 1}, cap, wrapup={'email': 1, 'branch': 1})
+        self.make_agent('rb-a2', {'claims': 1}, cap)
+        phones = ['600222001', '600222002', '600222003']
+        ids, late_done = [], False
+        for n in range(34):
+            if n in (5, 20):
+                iid = self.chat_session()
+                ch, queue = 'webchat', 'default'
+            else:
+                ch = chans[n % 5] if n < 10 else rnd.choice(chans)
+                queue = 'default'
+                if ch in ('voice', 'email') and rnd.random() < 0.4:
+                    queue = 'claims'
+                elif ch in ('webchat', 'fax', 'branch') and rnd.random() < 0.15 or n == 7:
+                    queue = 'slow'  # nobody serves it: closed at max_wait by the sweep
+                body = {'channel': ch, 'external_id': self.ext('rb'), 'queue': queue}
+                phone = rnd.choice(phones + [None])
+                if phone:
+                    body['customer'] = {'phone': phone}
+                if ch == 'branch' or rnd.random() < 0.2:
+                    body['metadata'] = {'branch': rnd.choice(['B-1', 'B-2'])}
+                iid = self.ingest(**body)['id']
+            ids.append(iid)
+            if queue == 'slow':
+                continue
+            x = self.wait_state(iid, 'offered')
+            action = rnd.choice(['complete', 'wrapup', 'wrapup', 'transfer', 'to_agent',
+                                 'abandon', 'reject', 'cancel'])
+            if n < 8:
+                action = ['complete', 'wrapup', 'transfer', 'to_agent', 'abandon', 'reject',
+                          'cancel', 'complete'][n]
+            if action == 'abandon':
+                self.work(iid, 'abandon', {'reason': 'left'})
+                continue
+            if action == 'reject':
+                self.reject(x['reservation'])
+                x = self.wait_state(iid, 'offered')
+            if queue == 'claims' and not late_done:
+                time.sleep(1.1)  # beyond the claims queue's 1 s target
+                late_done = True
+            self.accept(x['reservation'])
+            if action in ('transfer', 'to_agent'):
+                if action == 'to_agent':
+                    other = 'rb-a2' if x['agent'] == 'rb-a1' else 'rb-a1'
+                    self.work(iid, 'transfer', {'agent': other})
+                else:
+                    self.work(iid, 'transfer', {'queue': 'default'})
+                y = self.wait_state(iid, 'offered')
+                self.accept(y['reservation'])
+            if action == 'cancel':
+                self.work(iid, 'cancel', {'reason': 'duplicate'})
+            elif action == 'wrapup':
+                self.work(iid, 'wrapup', {'disposition': 'done'})
+            else:
+                self.work(iid, 'complete')
+        # timed wrap-ups end and the slow queue's contacts close, both by the sweep
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            states = [self.ix(i)['state'] for i in ids]
+            if not any(s in ('queued', 'offered', 'wrapup') for s in states):
+                break
+            time.sleep(0.2)
+        self.assertFalse([s for s in states if s in ('queued', 'offered', 'wrapup')], states)
+        live = self.rollup_keys()
+        seen = {}
+        for fields in live.values():
+            for f, v in fields.items():
+                d = f.split('|')
+                seen[d[5]] = seen.get(d[5], 0) + int(v)
+                seen[d[0]] = seen.get(d[0], 0) + 1
+                seen['branch ' + d[3]] = 1
+        for f in RAW + chans + ['branch B-1', 'branch B-2']:
+            self.assertGreater(seen.get(f, 0), 0, f)  # every figure and channel is exercised
+        self.assertLess(seen['answered_in_sla'], seen['answered'])
+        self.assertEqual(seen['offered'], len(ids))
+        # damage the live counters: a wrong figure, a lost hour, a stray field and hour
+        k = sorted(live)[0]
+        self.redis.cli('HINCRBY', k, sorted(live[k])[0], 5)
+        self.redis.cli('HSET', k, 'voice|default|standard|-|-|offered', 99)
+        self.redis.cli('DEL', sorted(live)[-1])
+        self.redis.cli('HSET', BASE + 'rp:1', 'voice|default|standard|-|-|offered', 1)
+        self.assertNotEqual(self.rollup_keys(), live)
+        out = json.loads(self.cli('reports', 'rebuild'))
+        self.assertEqual(self.rollup_keys(), live)
+        cases = [k for k in self.redis.raw('KEYS', BASE + 'case:*:hist') if k]
+        self.assertEqual(out['histories'], len(cases))
+        self.assertEqual(out['hours'], len(live))
+        self.assertEqual(out['cleared_keys'], len(live))
+        # the same again on rebuilt counters: nothing changes
+        json.loads(self.cli('reports', 'rebuild'))
+        self.assertEqual(self.rollup_keys(), live)
+
+    def cli(self, *args):
+        out = subprocess.run([harness.OMNICCD, '-c', self.d.config_path] + list(args),
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
 
 
 class RollupsOffTest(Reports, harness.TestCase):
