@@ -480,6 +480,18 @@ class PeriodTest(Reports, harness.TestCase):
         rep = self.report('from=2026-10-25&to=2026-10-26&interval=day')
         self.assertEqual([p['hours'] for p in rep['periods']], [25])
 
+    def test_daylight_saving_week(self):
+        # Mon 2026-03-23 .. Sun 2026-03-29 (Madrid) has 167 hours; Sunday 23:30 CEST is
+        # 21:30 UTC (that week), Monday 00:30 CEST 22:30 UTC (the next)
+        # (on channel 'branch', which no other test of this class writes)
+        self.put(utc_hour(2026, 3, 29, 21), 'branch', offered=1)
+        self.put(utc_hour(2026, 3, 29, 22), 'branch', offered=10)
+        self.put(utc_hour(2026, 3, 22, 22), 'branch', offered=100)  # Sun 23:00 CET: the week before
+        rep = self.report('from=2026-03-23&to=2026-04-06&interval=week')
+        self.assertEqual([(p['start'], p['hours'], sum(g['offered'] for g in p['groups'] if g['key'] == 'branch'))
+                          for p in rep['periods']],
+                         [('2026-03-23T00:00:00+01:00', 167, 1), ('2026-03-30T00:00:00+02:00', 168, 10)])
+
     def test_time_zone_boundaries(self):
         # 23:30 UTC on 31 January is 00:30 on 1 February in Madrid
         self.put(utc_hour(2026, 1, 31, 23), 'email', offered=3, answered=2, wait_ms=4000,
@@ -525,6 +537,27 @@ class PeriodTest(Reports, harness.TestCase):
         self.assertGreaterEqual(first['wait_ms'], 2 * 3600 * 1000)
         self.assertEqual(first['handled'], 1)
         self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
+
+
+class HalfHourZoneTest(Reports, harness.TestCase):
+    """A zone with a non-whole-hour offset (India, +05:30): days of 24 UTC hours each, each
+    starting on the UTC hour that holds local midnight (23:30 local)."""
+    extra_config = CONFIG.replace('timezone = Europe/Madrid', 'timezone = Asia/Kolkata')
+
+    def test_days_start_on_the_hour_holding_local_midnight(self):
+        put = PeriodTest.put
+        put(self, utc_hour(2026, 1, 9, 17), 'voice', offered=100)  # 22:30-23:30 on the 9th
+        put(self, utc_hour(2026, 1, 9, 18), 'voice', offered=1)    # 23:30-00:30: the 10th
+        put(self, utc_hour(2026, 1, 10, 17), 'voice', offered=2)   # 22:30-23:30 on the 10th
+        put(self, utc_hour(2026, 1, 10, 18), 'voice', offered=10)  # the 11th
+        rep = self.report('from=2026-01-10&to=2026-01-12&interval=day')
+        self.assertEqual(rep['timezone'], 'Asia/Kolkata')
+        self.assertEqual([(p['start'], p['hours'], p['total']['offered']) for p in rep['periods']],
+                         [('2026-01-09T23:30:00+05:30', 24, 3), ('2026-01-10T23:30:00+05:30', 24, 10)])
+        rep = self.report('from=2026-01-05&to=2026-01-19&interval=week')  # Mondays
+        self.assertEqual([(p['start'], p['hours']) for p in rep['periods']],
+                         [('2026-01-04T23:30:00+05:30', 168), ('2026-01-11T23:30:00+05:30', 168)])
+        self.assertEqual(rep['periods'][0]['total']['offered'], 113)
 
 
 class BranchDimensionTest(Reports, harness.TestCase):
