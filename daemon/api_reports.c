@@ -396,6 +396,16 @@ static void service_report(struct http_req *r)
         json_array_append_new(job->totals, json_object());
     }
     job->outstanding = 1;
+    int chunks = 0; /* the field budget is shared among the script calls */
+    for (int p = 0; p < n; chunks++) {
+        int q = p + 1;
+        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
+            q++;
+        p = q;
+    }
+    char budget[24];
+    snprintf(budget, sizeof(budget), "%d",
+             cfg->analytics_report_max_fields / (chunks ? chunks : 1) + 1);
     for (int p = 0; p < n;) {
         int q = p + 1;
         while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
@@ -408,9 +418,9 @@ static void service_report(struct http_req *r)
         struct chunk_ref *ref = xcalloc(1, sizeof(*ref));
         ref->job = job;
         ref->first = p;
-        const char *argv[2] = {dim, text};
+        const char *argv[3] = {dim, text, budget};
         job->outstanding++;
-        if (store_script(SCRIPT_REPORT, 2, argv, NULL, chunk_done, ref) < 0) {
+        if (store_script(SCRIPT_REPORT, 3, argv, NULL, chunk_done, ref) < 0) {
             job->outstanding--;
             free(ref);
             if (!job->error)

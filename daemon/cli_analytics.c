@@ -381,6 +381,7 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
         char key[256];
         snprintf(key, sizeof(key), "%srpb:%lld", base, hour);
         const char *m = bar[5] + 1;
+        long long before = *queued;
         while (m < le) {
             while (m < le && *m == ' ')
                 m++;
@@ -400,7 +401,8 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
             m = e;
         }
         k->facts++;
-        hour_seen(k, hour);
+        if (*queued > before) /* the staging hash exists: it is renamed at the end */
+            hour_seen(k, hour);
         p = le + 1;
     }
     return 0;

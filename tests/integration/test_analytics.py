@@ -560,6 +560,26 @@ class HalfHourZoneTest(Reports, harness.TestCase):
         self.assertEqual(rep['periods'][0]['total']['offered'], 113)
 
 
+class ReportBudgetTest(Reports, harness.TestCase):
+    """A report that would read more hour-counter fields than [analytics] report_max_fields
+    is refused before it holds Redis for long; one within it is answered."""
+    extra_config = CONFIG + '[analytics]\nreport_max_fields = 100\n'
+
+    def test_a_report_beyond_the_field_budget_is_refused(self):
+        for day, hour in ((10, 9), (11, 9)):
+            h = '%srp:%d' % (BASE, utc_hour(2026, 2, day, hour))
+            args = ['HSET', h]
+            for a in range(30):  # 30 agents x 2 metrics = 60 fields an hour
+                args += ['voice|default|standard|-|A-%d|answered' % a, 1,
+                         'voice|default|standard|-|A-%d|wait_ms' % a, 1000]
+            self.redis.cli(*args)
+        rep = self.report('from=2026-02-10&to=2026-02-11&interval=day&group_by=agent')
+        self.assertEqual(rep['total']['answered'], 30)
+        self.assertEqual(len(rep['groups']), 30)
+        out = self.report('from=2026-02-10&to=2026-02-12&interval=day&group_by=agent', 400)
+        self.assertIn('report_max_fields', json.dumps(out))
+
+
 class BranchDimensionTest(Reports, harness.TestCase):
     extra_config = CONFIG
 
