@@ -100,12 +100,15 @@ static char *local_iso(int64_t hour)
     return xasprintf("%s%.3s:%.2s", b, z, z + 3);
 }
 
-/* start of the next period after hour h (UTC hours), in the report zone */
+/* start of the next period after hour h (UTC hours), in the report zone. An hour belongs
+ * to the local day (and week) of its last second: in a zone with a non-whole-hour offset
+ * (India, +05:30) the UTC hour 18:00-19:00 is 23:30-00:30 local and starts the next day,
+ * so every day is the 24 UTC hours from the one holding local midnight. */
 static int64_t next_boundary(int64_t h, const char *interval)
 {
     if (strcmp(interval, "hour") == 0)
         return h + 1;
-    time_t t = (time_t)h * 3600;
+    time_t t = (time_t)h * 3600 + 3599;
     struct tm tm;
     localtime_r(&t, &tm);
     int days = 1;
@@ -357,9 +360,10 @@ static void service_report(struct http_req *r)
                          cfg->analytics_timezone ? cfg->analytics_timezone : "UTC");
         return;
     }
-    int64_t h0 = from_ms / 3600000, h1 = (to_ms + 3599999) / 3600000;
+    /* both rounded down: an hour counts where its last second falls (next_boundary) */
+    int64_t h0 = from_ms / 3600000, h1 = to_ms / 3600000;
     if (h1 <= h0) {
-        http_reply_error(r, 400, "invalid", "to must be after from");
+        http_reply_error(r, 400, "invalid", "to must be at least an hour after from");
         return;
     }
     if (h1 - h0 > (int64_t)cfg->analytics_report_max_days * 24) {
@@ -392,6 +396,16 @@ static void service_report(struct http_req *r)
         json_array_append_new(job->totals, json_object());
     }
     job->outstanding = 1;
+    int chunks = 0; /* the field budget is shared among the script calls */
+    for (int p = 0; p < n; chunks++) {
+        int q = p + 1;
+        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
+            q++;
+        p = q;
+    }
+    char budget[24];
+    snprintf(budget, sizeof(budget), "%d",
+             cfg->analytics_report_max_fields / (chunks ? chunks : 1) + 1);
     for (int p = 0; p < n;) {
         int q = p + 1;
         while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
@@ -404,9 +418,9 @@ static void service_report(struct http_req *r)
         struct chunk_ref *ref = xcalloc(1, sizeof(*ref));
         ref->job = job;
         ref->first = p;
-        const char *argv[2] = {dim, text};
+        const char *argv[3] = {dim, text, budget};
         job->outstanding++;
-        if (store_script(SCRIPT_REPORT, 2, argv, NULL, chunk_done, ref) < 0) {
+        if (store_script(SCRIPT_REPORT, 3, argv, NULL, chunk_done, ref) < 0) {
             job->outstanding--;
             free(ref);
             if (!job->error)

@@ -1,7 +1,8 @@
 /* cli_analytics.c - `omniccd -c FILE export --since T [--format ndjson|csv] [--table
- * events|facts]` (docs/EXPORT.md) and `omniccd -c FILE reports rebuild` (docs/ANALYTICS.md):
- * one-shot commands against the running deployment's Redis, through the same store (and
- * scripts) as the daemon. */
+ * events|facts]` (docs/EXPORT.md) and `omniccd -c FILE reports rebuild [--from-export]`
+ * (docs/ANALYTICS.md): one-shot commands against the running deployment's Redis, through
+ * the same store (and scripts) as the daemon; the rebuild from the case histories uses a
+ * synchronous connection of its own. */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,12 +232,291 @@ static void rebuild_clear(void)
         stop(2);
 }
 
-int cli_reports(const struct config *cfg, int argc, char **argv)
+/* ---- reports rebuild from the case histories (synchronous: a one-shot command) ----
+ *
+ * Every call of lib.lua rollup() leaves its fact ('<hour>|<dims>|<metric>:<n> ...') in the
+ * field 'rp' of the case history entry written by the same script call. The rebuild lists
+ * every case history (SCAN, TYPE stream), sums those facts into staging hashes rpb:<hour>
+ * (HINCRBY, pipelined one page of 1000 entries at a time), then deletes every rp:* hash and
+ * renames each staging hash into place. Live counters stay untouched until that swap. */
+
+struct strv {
+    char **v;
+    size_t n, cap;
+};
+
+static void strv_push(struct strv *s, const char *str, size_t len)
 {
-    if (argc != 1 || strcmp(argv[0], "rebuild") != 0) {
-        fprintf(stderr, "usage: omniccd -c FILE reports rebuild\n");
+    if (s->n == s->cap)
+        s->v = xrealloc(s->v, (s->cap = s->cap ? 2 * s->cap : 1024) * sizeof(*s->v));
+    s->v[s->n++] = xstrndup(str, len);
+}
+
+static void strv_free(struct strv *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* every key matching pattern (and of type, when given), each once: SCAN may repeat keys */
+static int scan_keys(redisContext *rc, const char *pattern, const char *type, struct strv *out)
+{
+    char cursor[32] = "0";
+    do {
+        redisReply *r = type ? redisCommand(rc, "SCAN %s MATCH %s COUNT 1000 TYPE %s", cursor,
+                                            pattern, type)
+                             : redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            fprintf(stderr, "reports rebuild: SCAN: %s\n",
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            strv_push(out, r->element[1]->element[i]->str, r->element[1]->element[i]->len);
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    if (out->n) {
+        qsort(out->v, out->n, sizeof(*out->v), cmp_cstr);
+        size_t w = 1;
+        for (size_t i = 1; i < out->n; i++) {
+            if (strcmp(out->v[i], out->v[w - 1]) == 0)
+                free(out->v[i]);
+            else
+                out->v[w++] = out->v[i];
+        }
+        out->n = w;
+    }
+    return 0;
+}
+
+/* read back n pipelined replies; -1 on the first error */
+static int drain(redisContext *rc, long long n, const char *what)
+{
+    int rv = 0;
+    for (long long i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
+            fprintf(stderr, "reports rebuild: %s: %s\n", what, rc->errstr);
+            return -1;
+        }
+        if (r->type == REDIS_REPLY_ERROR && rv == 0) {
+            fprintf(stderr, "reports rebuild: %s: %s\n", what, r->str);
+            rv = -1;
+        }
+        freeReplyObject(r);
+    }
+    return rv;
+}
+
+static int delete_keys(redisContext *rc, struct strv *keys)
+{
+    for (size_t i = 0; i < keys->n; i++)
+        redisAppendCommand(rc, "UNLINK %s", keys->v[i]);
+    return drain(rc, (long long)keys->n, "UNLINK");
+}
+
+struct rebuild_counts {
+    long long histories, entries, facts, cleared;
+    int64_t *hours;
+    size_t n_hours, cap_hours;
+};
+
+static void hour_seen(struct rebuild_counts *k, int64_t h)
+{
+    if (k->n_hours && k->hours[k->n_hours - 1] == h)
+        return;
+    if (k->n_hours == k->cap_hours) {
+        if (k->n_hours >= 65536) { /* keep it small: sort, unique */
+            qsort(k->hours, k->n_hours, sizeof(int64_t), cmp_i64);
+            size_t w = 1;
+            for (size_t i = 1; i < k->n_hours; i++)
+                if (k->hours[i] != k->hours[w - 1])
+                    k->hours[w++] = k->hours[i];
+            k->n_hours = w;
+        }
+        if (k->n_hours == k->cap_hours)
+            k->hours = xrealloc(k->hours, (k->cap_hours = k->cap_hours ? 2 * k->cap_hours : 1024) *
+                                              sizeof(int64_t));
+    }
+    k->hours[k->n_hours++] = h;
+}
+
+/* one 'rp' field: facts a line; HINCRBY appended (not sent) for each metric; -1 if malformed */
+static int apply_facts(redisContext *rc, const char *base, const char *rp, size_t len,
+                       struct rebuild_counts *k, long long *queued)
+{
+    const char *p = rp, *end = rp + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        /* <hour>|<channel>|<queue>|<segment>|<branch>|<agent>|<metric>:<n> ... */
+        const char *bar[6];
+        int nb = 0;
+        for (const char *q = p; q < le && nb < 6; q++)
+            if (*q == '|')
+                bar[nb++] = q;
+        if (nb < 6)
+            return -1;
+        char *e;
+        long long hour = strtoll(p, &e, 10);
+        if (e != bar[0])
+            return -1;
+        int dlen = (int)(bar[5] - bar[0] - 1);
+        char key[256];
+        snprintf(key, sizeof(key), "%srpb:%lld", base, hour);
+        const char *m = bar[5] + 1;
+        long long before = *queued;
+        while (m < le) {
+            while (m < le && *m == ' ')
+                m++;
+            const char *colon = memchr(m, ':', (size_t)(le - m));
+            if (!colon)
+                break;
+            long long n = strtoll(colon + 1, &e, 10);
+            if (e == colon + 1 || e > le)
+                return -1;
+            char *field = xasprintf("%.*s|%.*s", dlen, bar[0] + 1, (int)(colon - m), m);
+            char num[32];
+            snprintf(num, sizeof(num), "%lld", n);
+            const char *av[4] = {"HINCRBY", key, field, num};
+            redisAppendCommandArgv(rc, 4, av, NULL);
+            free(field);
+            (*queued)++;
+            m = e;
+        }
+        k->facts++;
+        if (*queued > before) /* the staging hash exists: it is renamed at the end */
+            hour_seen(k, hour);
+        p = le + 1;
+    }
+    return 0;
+}
+
+static int rebuild_history(redisContext *rc, const char *base, const char *key,
+                           struct rebuild_counts *k)
+{
+    char start[64] = "-";
+    for (;;) {
+        redisReply *r = redisCommand(rc, "XRANGE %s %s + COUNT 1000", key, start);
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
+            fprintf(stderr, "reports rebuild: XRANGE %s: %s\n", key,
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        long long queued = 0;
+        int bad = 0;
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+                continue;
+            k->entries++;
+            const redisReply *f = e->element[1];
+            for (size_t j = 0; j + 1 < f->elements; j += 2)
+                if (strcmp(f->element[j]->str, "rp") == 0 &&
+                    apply_facts(rc, base, f->element[j + 1]->str, f->element[j + 1]->len, k,
+                                &queued) < 0 && !bad) {
+                    fprintf(stderr, "reports rebuild: %s %s: malformed field rp\n", key,
+                            e->element[0]->str);
+                    bad = 1;
+                }
+            snprintf(start, sizeof(start), "(%s", e->element[0]->str);
+        }
+        size_t n = r->elements;
+        freeReplyObject(r);
+        if (drain(rc, queued, "HINCRBY") < 0 || bad)
+            return -1;
+        if (n < 1000)
+            return 0;
+    }
+}
+
+static int rebuild_from_histories(const struct config *cfg)
+{
+    char *url = cfg->redis_url ? xstrdup(cfg->redis_url)
+                               : xasprintf("unix://%s/redis.sock", cfg->state_dir);
+    char *err = NULL;
+    redisContext *rc = store_connect_sync(cfg, url, &err);
+    free(url);
+    if (!rc) {
+        fprintf(stderr, "reports rebuild: %s\n", err);
+        free(err);
         return 2;
     }
-    snprintf(c.scan, sizeof(c.scan), "0");
-    return run(cfg, rebuild_clear);
+    char base[160];
+    snprintf(base, sizeof(base), "%s:{main}:", cfg->redis_prefix);
+    struct rebuild_counts k = {0};
+    struct strv keys = {0};
+    int rv = 2;
+    char *pat = xasprintf("%srpb:*", base); /* left by an interrupted rebuild */
+    if (scan_keys(rc, pat, NULL, &keys) < 0 || delete_keys(rc, &keys) < 0)
+        goto out;
+    strv_free(&keys);
+    free(pat);
+    pat = xasprintf("%scase:*:hist", base);
+    if (scan_keys(rc, pat, "stream", &keys) < 0)
+        goto out;
+    for (size_t i = 0; i < keys.n; i++) {
+        if (rebuild_history(rc, base, keys.v[i], &k) < 0)
+            goto out;
+        k.histories++;
+    }
+    strv_free(&keys);
+    free(pat);
+    /* the swap: every live counter out, every rebuilt one in */
+    pat = xasprintf("%srp:*", base);
+    if (scan_keys(rc, pat, NULL, &keys) < 0 || delete_keys(rc, &keys) < 0)
+        goto out;
+    k.cleared = (long long)keys.n;
+    if (k.n_hours)
+        qsort(k.hours, k.n_hours, sizeof(int64_t), cmp_i64);
+    size_t renames = 0;
+    for (size_t i = 0; i < k.n_hours; i++) {
+        if (i && k.hours[i] == k.hours[i - 1])
+            continue;
+        redisAppendCommand(rc, "RENAME %srpb:%lld %srp:%lld", base, (long long)k.hours[i], base,
+                           (long long)k.hours[i]);
+        renames++;
+    }
+    if (drain(rc, (long long)renames, "RENAME") < 0)
+        goto out;
+    printf("{\"histories\":%lld,\"entries\":%lld,\"facts\":%lld,\"hours\":%zu,"
+           "\"cleared_keys\":%lld}\n",
+           k.histories, k.entries, k.facts, renames, k.cleared);
+    rv = 0;
+out:
+    strv_free(&keys);
+    free(pat);
+    free(k.hours);
+    redisFree(rc);
+    return rv;
+}
+
+int cli_reports(const struct config *cfg, int argc, char **argv)
+{
+    if (argc == 1 && strcmp(argv[0], "rebuild") == 0)
+        return rebuild_from_histories(cfg);
+    if (argc == 2 && strcmp(argv[0], "rebuild") == 0 && strcmp(argv[1], "--from-export") == 0) {
+        snprintf(c.scan, sizeof(c.scan), "0");
+        return run(cfg, rebuild_clear);
+    }
+    fprintf(stderr, "usage: omniccd -c FILE reports rebuild [--from-export]\n");
+    return 2;
 }

@@ -123,6 +123,8 @@ static const struct cfg_key cfg_keys[] = {
      "Entries kept in the warehouse export stream (docs/EXPORT.md); older ones are trimmed."},
     {"analytics", "report_max_days", CFG_INT, C(analytics_report_max_days), 1, 3660, "400", NULL,
      "Longest period one service report may cover."},
+    {"analytics", "report_max_fields", CFG_INT, C(analytics_report_max_fields), 100, 100000000, "200000", NULL,
+     "Most hour-counter fields one service report may read; a larger one is refused (400) rather than hold Redis."},
     {"analytics", "retention_voice", CFG_DOUBLE, C(retention_days[0]), 0, 36500, "0", NULL,
      "Days voice interactions keep their content (texts, transcript, attachments); 0: forever."},
     {"analytics", "retention_email", CFG_DOUBLE, C(retention_days[1]), 0, 36500, "0", NULL,

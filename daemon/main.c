@@ -47,7 +47,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: omniccd -c FILE [--check]\n"
                  "       omniccd -c FILE import PATH    import policyholders (NDJSON)\n"
                  "       omniccd -c FILE export [--since T] [--format ndjson|csv] [--table events|facts]\n"
-                 "       omniccd -c FILE reports rebuild  recompute report counters\n"
+                 "       omniccd -c FILE reports rebuild [--from-export]  recompute report counters\n"
                  "       omniccd --print-config         print a sample configuration\n");
 }
 

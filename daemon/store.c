@@ -560,3 +560,40 @@ void store_close(void)
     st.dns = NULL;
     xfree(st.url);
 }
+
+/* A synchronous connection for one-shot command-line work run off any event loop
+ * (`omniccd reports rebuild`): same url, AUTH and SELECT as the daemon's, no scripts. */
+redisContext *store_connect_sync(const struct config *cfg, const char *url, char **err)
+{
+    st.cfg = cfg;
+    if (parse_url(url, err) < 0)
+        return NULL;
+    struct timeval tv = {cfg->redis_command_timeout > 0 ? cfg->redis_command_timeout / 1000 + 5 : 10, 0};
+    redisContext *c = st.is_unix ? redisConnectUnixWithTimeout(st.host, tv)
+                                 : redisConnectWithTimeout(st.host, st.port, tv);
+    if (!c || c->err) {
+        *err = xasprintf("Redis %s: %s", url, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisReply *r = NULL;
+    if (cfg->redis_password)
+        r = cfg->redis_user ? redisCommand(c, "AUTH %s %s", cfg->redis_user, cfg->redis_password)
+                            : redisCommand(c, "AUTH %s", cfg->redis_password);
+    if (r && r->type != REDIS_REPLY_ERROR && st.db > 0) {
+        freeReplyObject(r);
+        r = redisCommand(c, "SELECT %d", st.db);
+    }
+    if (cfg->redis_password || st.db > 0) {
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            *err = xasprintf("Redis %s: %s", url, r ? r->str : c->errstr);
+            if (r)
+                freeReplyObject(r);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+}

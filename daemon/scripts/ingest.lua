@@ -156,8 +156,8 @@ if thread then
     received[#received + 1] = thread.text
   end
 end
+rollup_arrival(ix_id, ix, case_id, segment, now, rp_new_case) -- its facts go on 'received'
 history_add(case_id, now, received)
-rollup_arrival(ix_id, ix, case_id, segment, now, rp_new_case)
 
 -- enqueue and make the routing decision in the same call: an arrival is offered at once
 -- when an eligible agent is free

@@ -47,9 +47,21 @@ local function export_case_event(case_id, now, fields)
   redis.call('XADD', unpack(args))
 end
 
+-- report facts of this call (rollup() below) not yet written into a case history entry:
+-- the next history_add() of the call carries them in its field 'rp', one fact a line
+-- '<hour>|<channel>|<queue>|<segment>|<branch>|<agent>|<metric>:<n> ...', so the case
+-- histories hold every figure and `omniccd reports rebuild` recomputes the counters from
+-- them. Scripts call rollup() before the history entry of the same change.
+local rp_pending = {}
+
 local function history_add(case_id, now, fields)
   local args = {B .. 'case:' .. case_id .. ':hist', 'MAXLEN', '~', '100000', '*', 'at', tostring(now)}
   for i = 1, #fields do args[#args + 1] = fields[i] end
+  if #rp_pending > 0 then
+    args[#args + 1] = 'rp'
+    args[#args + 1] = table.concat(rp_pending, '\n')
+    rp_pending = {}
+  end
   export_case_event(case_id, now, fields)
   return redis.call('XADD', unpack(args))
 end
@@ -436,6 +448,7 @@ local function rollup(ix, now, m, agent, dims)
     ms[#ms + 1] = k .. ':' .. v
     redis.call('HINCRBY', key, dims .. '|' .. k, v)
   end
+  rp_pending[#rp_pending + 1] = hour .. '|' .. dims .. '|' .. table.concat(ms, ' ')
   redis.call('XADD', B .. 'xs', 'MAXLEN', '~', analytics_conf().maxlen, '*', 'at', tostring(now),
              'kind', 'fact', 'case', ix.case_id or '', 'interaction', ix.id, 'hour', tostring(hour),
              'dims', dims, 'm', table.concat(ms, ' '))

@@ -8,11 +8,19 @@ local POS = {channel = 1, queue = 2, segment = 3, branch = 4, agent = 5}
 local pos = POS[ARGV[1]]
 if not pos then return fail('ERR_INVALID', 'group_by: unknown dimension') end
 local bounds = cjson.decode(ARGV[2])
+-- ARGV[3]: most fields this call may read ([analytics] report_max_fields, shared among the
+-- calls of one report): a report beyond it is refused instead of holding Redis for seconds
+local budget = tonumber(ARGV[3]) or 1e18
 local groups, totals = {}, {}
 for p = 1, #bounds - 1 do
   local g, t = {}, {}
   for h = bounds[p], bounds[p + 1] - 1 do
     local flat = redis.call('HGETALL', B .. 'rp:' .. h)
+    budget = budget - #flat / 2
+    if budget < 0 then
+      return fail('ERR_INVALID', 'report too large: more hour-counter fields than [analytics] ' ..
+                  'report_max_fields allows; ask for a shorter period')
+    end
     for i = 1, #flat, 2 do
       local d = {string.match(flat[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')}
       if d[6] then

@@ -31,6 +31,7 @@ for _, m in ipairs(due) do
     elseif kind == 'maxw' and ix.state == 'queued' then
       local home = qconf(ix.home_queue or ix.queue)
       local action = home and home.on_max_wait or 'close'
+      if action == 'close' then rollup(ix, now, {timed_out = 1}, nil) end -- before its history entry
       history_add(ix.case_id, now, {'type', 'interaction.max_wait', 'interaction', id, 'action', action})
       emit(now, 'interaction.max_wait', nil, {interaction = id, queue = ix.queue, action = action,
                                              channel = ix.channel})
@@ -40,7 +41,6 @@ for _, m in ipairs(due) do
         redis.call('ZREM', B .. 'deadlines', 'ovf:' .. id)
         redis.call('HSET', ikey, 'state', 'canceled', 'ended_at', now, 'end_reason', 'max_wait')
         qstat(ix.queue, now, 'timed_out')
-        rollup(ix, now, {timed_out = 1}, nil)
       end
     elseif kind == 'wrap' and ix.state == 'wrapup' then
       redis.call('HSET', ikey, 'state', 'completed', 'ended_at', now)

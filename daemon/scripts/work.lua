@@ -55,12 +55,12 @@ if op == 'wrapup' then
   if not holder_check() then return fail('ERR_FORBIDDEN', 'not your interaction') end
   local secs = tonumber(redis.call('HGET', B .. 'agent:' .. ix.agent, 'wrap:' .. ix.channel)) or 0
   redis.call('HSET', ikey, 'state', 'wrapup', 'wrapup_at', now, 'disposition', args.disposition or '')
-  history_add(ix.case_id, now, {'type', 'interaction.wrapup', 'interaction', ix_id, 'agent', ix.agent,
-                                'disposition', args.disposition or '', 'note', args.note or ''})
   local handle = now - tonumber(ix.assigned_at or now)
   qstat(ix.queue, now, 'handled')
   qstat(ix.queue, now, 'handle_sum_ms', handle)
   rollup(ix, now, {handled = 1, handle_ms = handle}, ix.agent)
+  history_add(ix.case_id, now, {'type', 'interaction.wrapup', 'interaction', ix_id, 'agent', ix.agent,
+                                'disposition', args.disposition or '', 'note', args.note or ''})
   if secs <= 0 then
     ix.state = 'wrapup'
     finish('completed', 'interaction.completed', {'agent', ix.agent})

@@ -130,6 +130,7 @@ struct config {
     char *analytics_timezone;       /* the insurer's zone for report periods (tz name) */
     int analytics_export_maxlen;    /* entries kept in the export stream */
     int analytics_report_max_days;  /* longest report period */
+    int analytics_report_max_fields; /* most counter fields one report reads */
     double retention_days[5];       /* per channel (voice email fax branch webchat); 0: keep */
     int retention_interval;         /* seconds between retention runs */
 

@@ -57,6 +57,9 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
 void store_close(void);
 bool store_ready(void);
 const char *store_status(void); /* why not ready, for /healthz */
+/* A synchronous connection (AUTH, SELECT done) for one-shot command-line work off any
+ * event loop; NULL and *err on failure. Never used by the daemon. */
+redisContext *store_connect_sync(const struct config *cfg, const char *url, char **err);
 /* The hash-tagged prefix every key of the routing domain shares: "omnicc:{main}:". */
 const char *store_key_base(void);
 

@@ -313,12 +313,18 @@ class LiveReportTest(Reports, harness.TestCase):
         self.assertEqual(self.cli('export', '--since', future), '')
 
     def test_rebuild_equals_live(self):
+        # from the case histories (RebuildTest covers every channel and figure), then from
+        # the export stream; each after the live counters were damaged
         before = self.rollup_keys()
         self.assertTrue(before)
-        out = json.loads(self.cli('reports', 'rebuild'))
-        self.assertGreater(out['facts_replayed'], 0)
-        after = self.rollup_keys()
-        self.assertEqual(after, before)
+        for args, counted in ((('reports', 'rebuild'), 'facts'),
+                              (('reports', 'rebuild', '--from-export'), 'facts_replayed')):
+            k = sorted(before)[0]
+            self.redis.cli('HINCRBY', k, sorted(before[k])[0], 1000)
+            self.redis.cli('DEL', sorted(before)[-1])
+            out = json.loads(self.cli(*args))
+            self.assertGreater(out[counted], 0)
+            self.assertEqual(self.rollup_keys(), before, args)
 
     def test_postgres_reproduces_the_report(self):
         pg = PostgresFixture.get()
@@ -474,6 +480,18 @@ class PeriodTest(Reports, harness.TestCase):
         rep = self.report('from=2026-10-25&to=2026-10-26&interval=day')
         self.assertEqual([p['hours'] for p in rep['periods']], [25])
 
+    def test_daylight_saving_week(self):
+        # Mon 2026-03-23 .. Sun 2026-03-29 (Madrid) has 167 hours; Sunday 23:30 CEST is
+        # 21:30 UTC (that week), Monday 00:30 CEST 22:30 UTC (the next)
+        # (on channel 'branch', which no other test of this class writes)
+        self.put(utc_hour(2026, 3, 29, 21), 'branch', offered=1)
+        self.put(utc_hour(2026, 3, 29, 22), 'branch', offered=10)
+        self.put(utc_hour(2026, 3, 22, 22), 'branch', offered=100)  # Sun 23:00 CET: the week before
+        rep = self.report('from=2026-03-23&to=2026-04-06&interval=week')
+        self.assertEqual([(p['start'], p['hours'], sum(g['offered'] for g in p['groups'] if g['key'] == 'branch'))
+                          for p in rep['periods']],
+                         [('2026-03-23T00:00:00+01:00', 167, 1), ('2026-03-30T00:00:00+02:00', 168, 10)])
+
     def test_time_zone_boundaries(self):
         # 23:30 UTC on 31 January is 00:30 on 1 February in Madrid
         self.put(utc_hour(2026, 1, 31, 23), 'email', offered=3, answered=2, wait_ms=4000,
@@ -521,6 +539,47 @@ class PeriodTest(Reports, harness.TestCase):
         self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
 
 
+class HalfHourZoneTest(Reports, harness.TestCase):
+    """A zone with a non-whole-hour offset (India, +05:30): days of 24 UTC hours each, each
+    starting on the UTC hour that holds local midnight (23:30 local)."""
+    extra_config = CONFIG.replace('timezone = Europe/Madrid', 'timezone = Asia/Kolkata')
+
+    def test_days_start_on_the_hour_holding_local_midnight(self):
+        put = PeriodTest.put
+        put(self, utc_hour(2026, 1, 9, 17), 'voice', offered=100)  # 22:30-23:30 on the 9th
+        put(self, utc_hour(2026, 1, 9, 18), 'voice', offered=1)    # 23:30-00:30: the 10th
+        put(self, utc_hour(2026, 1, 10, 17), 'voice', offered=2)   # 22:30-23:30 on the 10th
+        put(self, utc_hour(2026, 1, 10, 18), 'voice', offered=10)  # the 11th
+        rep = self.report('from=2026-01-10&to=2026-01-12&interval=day')
+        self.assertEqual(rep['timezone'], 'Asia/Kolkata')
+        self.assertEqual([(p['start'], p['hours'], p['total']['offered']) for p in rep['periods']],
+                         [('2026-01-09T23:30:00+05:30', 24, 3), ('2026-01-10T23:30:00+05:30', 24, 10)])
+        rep = self.report('from=2026-01-05&to=2026-01-19&interval=week')  # Mondays
+        self.assertEqual([(p['start'], p['hours']) for p in rep['periods']],
+                         [('2026-01-04T23:30:00+05:30', 168), ('2026-01-11T23:30:00+05:30', 168)])
+        self.assertEqual(rep['periods'][0]['total']['offered'], 113)
+
+
+class ReportBudgetTest(Reports, harness.TestCase):
+    """A report that would read more hour-counter fields than [analytics] report_max_fields
+    is refused before it holds Redis for long; one within it is answered."""
+    extra_config = CONFIG + '[analytics]\nreport_max_fields = 100\n'
+
+    def test_a_report_beyond_the_field_budget_is_refused(self):
+        for day, hour in ((10, 9), (11, 9)):
+            h = '%srp:%d' % (BASE, utc_hour(2026, 2, day, hour))
+            args = ['HSET', h]
+            for a in range(30):  # 30 agents x 2 metrics = 60 fields an hour
+                args += ['voice|default|standard|-|A-%d|answered' % a, 1,
+                         'voice|default|standard|-|A-%d|wait_ms' % a, 1000]
+            self.redis.cli(*args)
+        rep = self.report('from=2026-02-10&to=2026-02-11&interval=day&group_by=agent')
+        self.assertEqual(rep['total']['answered'], 30)
+        self.assertEqual(len(rep['groups']), 30)
+        out = self.report('from=2026-02-10&to=2026-02-12&interval=day&group_by=agent', 400)
+        self.assertIn('report_max_fields', json.dumps(out))
+
+
 class BranchDimensionTest(Reports, harness.TestCase):
     extra_config = CONFIG
 
@@ -529,6 +588,141 @@ class BranchDimensionTest(Reports, harness.TestCase):
         self.ingest(channel='voice', queue='default')
         rep = self.report(self.today_query('branch'))
         self.assertEqual({g['key']: g['offered'] for g in rep['groups']}, {'B-0042': 1, '-': 1})
+
+
+class RebuildTest(Reports, harness.TestCase):
+    """`omniccd reports rebuild` recomputes every counter from the case histories: after a
+    random run over the five channels (generic ingest, plus a visitor through the web chat
+    adapter) with re-contacts, transfers to a queue and to an agent, rejects, abandons,
+    cancels, wrap-ups (immediate and timed, ended by the sweep), answers beyond the SLA and
+    closes at max_wait, the rebuilt counters equal the live ones, key for key and field for
+    field, even after the live ones were damaged."""
+    ORIGIN = 'https://www.insurer.example'
+    extra_config = CONFIG + '''
+[queue slow]
+channels = webchat fax branch
+skills = nobody
+max_wait = 1
+on_max_wait = close
+[webchat]
+allowed_origins = https://www.insurer.example
+'''
+
+    def chat_session(self):
+        st, body, _ = self.d.request('POST', '/v1/chat/sessions',
+                                     {'name': 'Visitor', 'email': 'v-%s@example.com' % self.ext('v')},
+                                     auth=False, headers={'Origin': self.ORIGIN})
+        self.assertEqual(st, 201, body)
+        iid = None
+        deadline = time.time() + 10
+        while not iid and time.time() < deadline:
+            iid = self.redis.cli('GET', BASE + 'idem:webchat:' + body['session'])
+            if not iid:
+                time.sleep(0.05)
+        self.assertTrue(iid)
+        return iid
+
+    def test_rebuild_from_the_histories_equals_live(self):
+        rnd = random.Random(1717)
+        chans = ['voice', 'email', 'webchat', 'fax', 'branch']
+        cap = {ch: 10 for ch in chans}
+        self.make_agent('rb-a1', {'claims': 1}, cap, wrapup={'email': 1, 'branch': 1})
+        self.make_agent('rb-a2', {'claims': 1}, cap)
+        phones = ['600222001', '600222002', '600222003']
+        ids, late_done = [], False
+        for n in range(34):
+            if n in (5, 20):
+                iid = self.chat_session()
+                ch, queue = 'webchat', 'default'
+            else:
+                ch = chans[n % 5] if n < 10 else rnd.choice(chans)
+                queue = 'default'
+                if ch in ('voice', 'email') and rnd.random() < 0.4:
+                    queue = 'claims'
+                elif ch in ('webchat', 'fax', 'branch') and rnd.random() < 0.15 or n == 7:
+                    queue = 'slow'  # nobody serves it: closed at max_wait by the sweep
+                body = {'channel': ch, 'external_id': self.ext('rb'), 'queue': queue}
+                phone = rnd.choice(phones + [None])
+                if phone:
+                    body['customer'] = {'phone': phone}
+                if ch == 'branch' or rnd.random() < 0.2:
+                    body['metadata'] = {'branch': rnd.choice(['B-1', 'B-2'])}
+                iid = self.ingest(**body)['id']
+            ids.append(iid)
+            if queue == 'slow':
+                continue
+            x = self.wait_state(iid, 'offered')
+            action = rnd.choice(['complete', 'wrapup', 'wrapup', 'transfer', 'to_agent',
+                                 'abandon', 'reject', 'cancel'])
+            if n < 8:
+                action = ['complete', 'wrapup', 'transfer', 'to_agent', 'abandon', 'reject',
+                          'cancel', 'complete'][n]
+            if action == 'abandon':
+                self.work(iid, 'abandon', {'reason': 'left'})
+                continue
+            if action == 'reject':
+                self.reject(x['reservation'])
+                x = self.wait_state(iid, 'offered')
+            if queue == 'claims' and not late_done:
+                time.sleep(1.1)  # beyond the claims queue's 1 s target
+                late_done = True
+            self.accept(x['reservation'])
+            if action in ('transfer', 'to_agent'):
+                if action == 'to_agent':
+                    other = 'rb-a2' if x['agent'] == 'rb-a1' else 'rb-a1'
+                    self.work(iid, 'transfer', {'agent': other})
+                else:
+                    self.work(iid, 'transfer', {'queue': 'default'})
+                y = self.wait_state(iid, 'offered')
+                self.accept(y['reservation'])
+            if action == 'cancel':
+                self.work(iid, 'cancel', {'reason': 'duplicate'})
+            elif action == 'wrapup':
+                self.work(iid, 'wrapup', {'disposition': 'done'})
+            else:
+                self.work(iid, 'complete')
+        # timed wrap-ups end and the slow queue's contacts close, both by the sweep
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            states = [self.ix(i)['state'] for i in ids]
+            if not any(s in ('queued', 'offered', 'wrapup') for s in states):
+                break
+            time.sleep(0.2)
+        self.assertFalse([s for s in states if s in ('queued', 'offered', 'wrapup')], states)
+        live = self.rollup_keys()
+        seen = {}
+        for fields in live.values():
+            for f, v in fields.items():
+                d = f.split('|')
+                seen[d[5]] = seen.get(d[5], 0) + int(v)
+                seen[d[0]] = seen.get(d[0], 0) + 1
+                seen['branch ' + d[3]] = 1
+        for f in RAW + chans + ['branch B-1', 'branch B-2']:
+            self.assertGreater(seen.get(f, 0), 0, f)  # every figure and channel is exercised
+        self.assertLess(seen['answered_in_sla'], seen['answered'])
+        self.assertEqual(seen['offered'], len(ids))
+        # damage the live counters: a wrong figure, a lost hour, a stray field and hour
+        k = sorted(live)[0]
+        self.redis.cli('HINCRBY', k, sorted(live[k])[0], 5)
+        self.redis.cli('HSET', k, 'voice|default|standard|-|-|offered', 99)
+        self.redis.cli('DEL', sorted(live)[-1])
+        self.redis.cli('HSET', BASE + 'rp:1', 'voice|default|standard|-|-|offered', 1)
+        self.assertNotEqual(self.rollup_keys(), live)
+        out = json.loads(self.cli('reports', 'rebuild'))
+        self.assertEqual(self.rollup_keys(), live)
+        cases = [k for k in self.redis.raw('KEYS', BASE + 'case:*:hist') if k]
+        self.assertEqual(out['histories'], len(cases))
+        self.assertEqual(out['hours'], len(live))
+        self.assertEqual(out['cleared_keys'], len(live))
+        # the same again on rebuilt counters: nothing changes
+        json.loads(self.cli('reports', 'rebuild'))
+        self.assertEqual(self.rollup_keys(), live)
+
+    def cli(self, *args):
+        out = subprocess.run([harness.OMNICCD, '-c', self.d.config_path] + list(args),
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
 
 
 class RollupsOffTest(Reports, harness.TestCase):
