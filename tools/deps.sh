@@ -5,7 +5,7 @@ set -eu
 PKGS="meson ninja-build pkg-config gcc libc6-dev
   libevent-dev libhiredis-dev libcurl4-openssl-dev libesmtp-dev libjansson-dev libssl-dev
   libsystemd-dev libcmocka-dev redis-server redis-tools python3 python3-redis wrk curl
-  libgmime-3.0-dev
+  libgmime-3.0-dev libxml2-dev
   libncurses-dev openssl
   libtiff-dev libtesseract-dev tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng"
 # The browser tests (suite 'browser'): Debian's chromium, and node/npm for playwright-core
