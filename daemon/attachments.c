@@ -67,15 +67,14 @@ static char *meta_text(const char *content_type, const char *filename)
     return text;
 }
 
-/* Not fsynced: this runs on the event loop (an agent's reply attachments), where one fsync
- * stalls every request behind a busy disk. Received documents, which a provider is told are
- * stored, go through attachment_put_async (filestore.c: fsynced, off the loop) instead. */
+/* Durable, and so blocking on the disk: for code already on a worker thread (the reply
+ * attachments' filestore_run job). */
 int attachment_put(const char *state_dir, const void *data, size_t len, const char *sha_hex,
                    const char *content_type, const char *filename, char sha_out[65], char **err)
 {
     char *text = meta_text(content_type, filename);
     char *root = xasprintf("%s/attachments", state_dir);
-    int rc = filestore_write(root, data, len, sha_hex, text, false, sha_out, err);
+    int rc = filestore_write(root, data, len, sha_hex, text, true, sha_out, err);
     free(root);
     free(text);
     return rc;

@@ -15,6 +15,8 @@ if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS chromium fonts-dejavu-core"
   # the email tests: a real IMAP server and a scriptable SMTP server
   PKGS="$PKGS dovecot-imapd python3-aiosmtpd"
+  # strace: the reply-attachment test proves which thread writes and fsyncs the files
+  PKGS="$PKGS strace"
   # the branch tests: the teller terminal driven under tmux (iproute2: network namespaces
   # for cutting a terminal's link by hand, see docs/BRANCH.md)
   PKGS="$PKGS tmux iproute2"
