@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <regex.h>
 #include <string.h>
 
 #include "omnicc/identity.h"
@@ -397,6 +398,13 @@ static const struct cfg_key cfg_keys[] = {
      "Thank you for your message. We have opened case {case} and will answer soon. Please keep "
      "[#{case}] in the subject of any reply.", NULL,
      "Text of the acknowledgement; {case} becomes the case id."},
+    {"mailbox", "channel", CFG_CHOICE, M(channel), 0, 0, "email", "|email|fax|",
+     "fax: a fax-to-email mailbox: each message is a fax interaction, its TIFF/PDF attachment "
+     "the document (docs/FAX.md)."},
+    {"mailbox", "fax_number_regex", CFG_STR, M(fax_number_regex), 1, 512, NULL, NULL,
+     "channel = fax: POSIX extended regex (case-insensitive) over the subject, a newline and "
+     "the From (Name <address>); its first group is the sending number. Tried before the "
+     "built-in patterns."},
 };
 
 /* Line each key of the unnamed sections was last set on, for errors found after parsing. */
@@ -852,6 +860,21 @@ static int check_email(const char *path, struct config *cfg, char **err)
         }
         if (!m->address && strchr(m->user, '@'))
             m->address = xstrdup(m->user);
+        regex_t re;
+        if (m->fax_number_regex) {
+            if (regcomp(&re, m->fax_number_regex, REG_EXTENDED | REG_ICASE) != 0) {
+                *err = xasprintf("%s:%d: fax_number_regex: not a POSIX extended regex", path,
+                                 m->line);
+                return -1;
+            }
+            size_t groups = re.re_nsub;
+            regfree(&re);
+            if (groups < 1) {
+                *err = xasprintf("%s:%d: fax_number_regex: needs a (group) around the number",
+                                 path, m->line);
+                return -1;
+            }
+        }
     }
     return 0;
 }

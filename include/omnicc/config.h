@@ -78,6 +78,8 @@ struct mailbox_conf {
     char *ack_reply;        /* no | yes: acknowledge new cases automatically */
     int ack_rate_seconds;   /* at most one acknowledgement per sender per this long */
     char *ack_text;         /* {case} is replaced by the case id */
+    char *channel;          /* email | fax (fax-to-email: channels/fax_mail.c) */
+    char *fax_number_regex; /* channel = fax: the sender's number, first group */
     char *password;         /* derived: from password_file */
     int line;
 };

@@ -3,7 +3,8 @@ vectors, multipart with a real document), Telnyx webhooks (Ed25519, a local fake
 in and out of order, duplicated, expired link -> 5xx then retry, partial content), on-premises
 gateway uploads (HMAC-SHA256, idempotency, page count from the document, hostile TSI), and
 OCR of generated cover sheets at fine and standard resolution joining the customer imported
-earlier, or the case named on the sheet.
+earlier, or the case named on the sheet; and fax-to-email: a mailbox on a real Dovecot whose
+mail becomes fax interactions.
 
 Fax pages are made here with Ghostscript from PostScript text (`gs -sDEVICE=tiffg3
 -r204x196` fine, `-r204x98` standard), the way a fax machine would send them."""
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import harness
+from email_servers import Dovecot, have_dovecot
 
 # Phaxio's own SDK test vector (phaxio-ruby / phaxio-python): token, URL, params -> signature
 PHAXIO_TOKEN = 'test-webhook-token'
@@ -643,6 +645,149 @@ class FaxTest(unittest.TestCase):
         self.assertIn('interaction.linked', types)
         st, old, _ = self.d.get('/v1/cases/' + out['case'])
         self.assertEqual(old['case']['status'], 'closed')
+
+
+@unittest.skipUnless(have_dovecot(), 'dovecot-imapd not installed')
+class FaxToEmailTest(unittest.TestCase):
+    """A fax-to-email mailbox ([mailbox faxes] channel = fax) on a real Dovecot: each mail is
+    a fax interaction (never an email), its TIFF or PDF attachment the document, counted,
+    stored, rendered and read by OCR like a webhook's, the sender's number taken from the
+    subject or the From, the Message-ID the idempotency key."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-faxmail-')
+        os.chmod(cls.tmp, 0o755)
+        cls.redis = harness.RedisServer(cls.tmp)
+        cls.dovecot = Dovecot(cls.tmp)
+        pw = os.path.join(cls.tmp, 'imap.pw')
+        with open(pw, 'w') as f:
+            f.write('secret\n')
+        config = ('[fax]\nocr_workers = 1\n'
+                  '[mailbox faxes]\nurl = %s\nuser = faxes\npassword_file = %s\n'
+                  'starttls = no\npoll_interval = 1\nprocessed = flag\nchannel = fax\n'
+                  'address = faxes@insurer.example\n' % (cls.dovecot.url(), pw))
+        cls.d = harness.Omniccd(cls.tmp, cls.redis.url, config)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+            if rc not in (0, None):
+                print(cls.d.log())
+                raise AssertionError('omniccd exited with %r' % rc)
+        finally:
+            cls.dovecot.stop()
+            cls.redis.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def key(self, k):
+        return 'omnicc:{main}:' + k
+
+    def mail(self, frm, subject, mid, doc=None, filename='fax.tif', ctype='image/tiff'):
+        from email.message import EmailMessage
+        m = EmailMessage()
+        m['From'] = frm
+        m['To'] = 'faxes@insurer.example'
+        m['Subject'] = subject
+        m['Message-ID'] = mid
+        m['Date'] = 'Mon, 3 Jun 2024 10:00:00 +0000'
+        m.set_content('You have received a fax. The document is attached.\n')
+        if doc is not None:
+            maintype, subtype = ctype.split('/')
+            m.add_attachment(doc, maintype=maintype, subtype=subtype, filename=filename)
+        return m.as_bytes()
+
+    def fax_of(self, mid, timeout=20):
+        key = self.key('idem:fax:email:' + mid.strip('<>'))
+        harness.wait_for(lambda: self.redis.cli('GET', key) not in ('', '(nil)'), timeout,
+                         'fax from mail ' + mid)
+        st, ix, _ = self.d.get('/v1/interactions/' + self.redis.cli('GET', key))
+        self.assertEqual(st, 200, ix)
+        return ix
+
+    def all_seen(self):
+        fl = self.dovecot.flags('faxes')
+        return fl and all('\\Seen' in f for f in fl.values())
+
+    def test_tiff_fax_by_mail_joins_customer_by_ocr_once(self):
+        policy = 'PL-2024-009876'
+        line = json.dumps({'id': 'H-FM1', 'name': 'Eva Weber', 'phones': ['+34600777888'],
+                           'policies': [policy], 'annual_premium': 700, 'tenure_years': 2,
+                           'claims_last_3y': 0})
+        st, rep, _ = self.d.post('/v1/customers/import', line + '\n',
+                                 content_type='application/x-ndjson')
+        self.assertEqual(st, 200, rep)
+        st, cust, _ = self.d.get('/v1/customers?policy=' + policy)
+        self.assertEqual(st, 200, cust)
+        tiff = fax_pages(self.tmp, [['FAX COVER SHEET', 'To: Claims department',
+                                     'Policy number: ' + policy, 'Storm damage, 3 pages'],
+                                    ['Page two'], ['Page three']])
+        mid = '<fax-%s@fax.provider.example>' % uuid.uuid4().hex
+        raw = self.mail('Fax Service <noreply@fax.provider.example>',
+                        'Fax from +49 30 1234567 (3 pages)', mid, tiff)
+        seq_before = self.redis.cli('GET', self.key('seq:ix'))
+        self.dovecot.append('faxes', raw)
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['from'], '+49301234567')
+        self.assertEqual(ix['to'], 'faxes@insurer.example')
+        self.assertEqual(ix['external_id'], 'email:' + mid.strip('<>'))
+        md = ix['metadata']
+        self.assertEqual((md['provider'], md['fax_status']), ('email', 'received'))
+        self.assertEqual(md['document']['pages'], 3)
+        self.assertEqual(md['document']['type'], 'tiff')
+        self.assertEqual(md['document']['sha256'], hashlib.sha256(tiff).hexdigest())
+        # never an email interaction
+        self.assertIn(self.redis.cli('GET', self.key('idem:email:' + mid)), ('', '(nil)'))
+        # the document as any fax's: served, pages rendered
+        st, png, _ = self.d.request('GET', '/v1/attachments/%s/pages/3.png'
+                                    % md['document']['sha256'], raw=True)
+        self.assertEqual((st, png[:4]), (200, b'\x89PNG'))
+        # OCR of the cover sheet joins the policyholder
+        harness.wait_for(lambda: self.d.get('/v1/interactions/' + ix['id'])[1].get('ocr_at'),
+                         90, 'OCR')
+        st, ix2, _ = self.d.get('/v1/interactions/' + ix['id'])
+        self.assertEqual(ix2['customer_id'], cust['id'], ix2.get('ocr_text'))
+        self.assertEqual(ix2.get('linked_by'), 'ocr')
+        harness.wait_for(self.all_seen, 15, 'mail flagged \\Seen')
+        # the provider (or a crash before the flag) delivers it again: the same fax
+        n = len(self.dovecot.flags('faxes'))
+        self.dovecot.append('faxes', raw)
+        harness.wait_for(lambda: len(self.dovecot.flags('faxes')) == n + 1 and self.all_seen(),
+                         15, 'second copy processed')
+        self.assertEqual(int(self.redis.cli('GET', self.key('seq:ix'))),
+                         int(seq_before or 0) + 1)
+
+    def test_pdf_fax_number_from_the_sender_address(self):
+        tiff = fax_pages(self.tmp, [['Claim form page 1'], ['Claim form page 2']], 'standard')
+        src = os.path.join(self.tmp, 'mail.tif')
+        with open(src, 'wb') as f:
+            f.write(tiff)
+        pdf_path = os.path.join(self.tmp, 'mail.pdf')
+        subprocess.run(['tiff2pdf', '-o', pdf_path, src], check=True)
+        with open(pdf_path, 'rb') as f:
+            pdf = f.read()
+        mid = '<pdf-%s@fax.provider.example>' % uuid.uuid4().hex
+        # the document as application/octet-stream: recognised by its bytes
+        self.dovecot.append('faxes', self.mail('12125551234@fax.provider.example',
+                                               'Your document', mid, pdf, 'scan.pdf',
+                                               'application/octet-stream'))
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['from'], '+12125551234')
+        self.assertEqual(ix['metadata']['document']['type'], 'pdf')
+        self.assertEqual(ix['metadata']['document']['pages'], 2)
+
+    def test_mail_without_a_document_is_a_failed_fax(self):
+        mid = '<empty-%s@fax.provider.example>' % uuid.uuid4().hex
+        self.dovecot.append('faxes', self.mail('noreply@fax.provider.example',
+                                               'Fax from +34 911 000 777', mid))
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['metadata']['fax_status'], 'failed')
+        self.assertIn('no attachment', ix['metadata']['failure'])
+        self.assertEqual(ix['from'], '+34911000777')
 
 
 def harness_ingest(t, phone):
