@@ -721,7 +721,25 @@ static void telnyx_webhook(struct http_req *r)
         }
         return;
     }
-    /* any other event (receiving started, media processed, outbound status): onto the case
+    /* the final status of a fax we sent: onto its case, like Phaxio's sent callbacks */
+    bool delivered = strcmp(ev.event_type, "fax.delivered") == 0;
+    if (outbound && (delivered || failed)) {
+        json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "provider", "telnyx", "provider_id", ev.fax_id,
+                              "status", delivered ? "delivered" : "failed", "error",
+                              ev.failure_reason ? ev.failure_reason : "not delivered");
+        if (ev.page_count >= 0)
+            json_object_set_new(a, "pages", json_integer(ev.page_count));
+        char *text = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        fax_telnyx_event_free(&ev);
+        const char *argv[2] = {"out_status", text};
+        int rc = store_script(SCRIPT_FAX, 2, argv, NULL, event_recorded, r);
+        free(text);
+        if (rc < 0)
+            http_reply_unavailable(r, store_status());
+        return;
+    }
+    /* any other event (receiving started, media processed, sending started): onto the case
      * history of the fax, if it is known yet */
     char *ext = xasprintf("telnyx:%s", ev.fax_id);
     json_t *a = json_pack("{s:s,s:s,s:s}", "external_id", ext, "event_type", ev.event_type,
@@ -977,6 +995,7 @@ static const struct http_route fax_routes[] = {
     {EVHTTP_REQ_POST, "/v1/fax/inbound", HTTP_AUTH_NONE, gateway_webhook, "multipart/form-data",
      NULL, true},
     {EVHTTP_REQ_GET, "/v1/fax/stats", HTTP_AUTH_ADMIN, fax_stats, NULL, NULL, false},
+    {EVHTTP_REQ_GET, "/v1/fax/media/{sha256}", HTTP_AUTH_NONE, fax_out_media, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/interactions/{id}/fax", HTTP_AUTH_AGENT, fax_out_post,
      "application/json", NULL, false},
     {EVHTTP_REQ_GET, "/v1/attachments/{sha256}/pages/{n}", HTTP_AUTH_AGENT, page_png, NULL,

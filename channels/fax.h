@@ -128,6 +128,15 @@ void fax_find_identifiers(const char *text, bool need_label, struct fax_found *o
 
 /* ---- outbound (fax_out.c) ---- */
 
+/* Document links for outbound faxes (Telnyx fetches the document from media_url):
+ * HMAC-SHA256 with secret over "<sha256>.<expires>", hex. verify: 0, or -1 with *why
+ * (malformed, expired at now, or a signature that does not match). */
+void fax_media_signature(const char *secret, const char *sha, long long expires, char out[65]);
+int fax_media_verify(const char *secret, const char *sha, const char *expires, const char *sig,
+                     long long now, const char **why);
+/* GET /v1/fax/media/{sha256}?expires=&sig= (fax_out.c) */
+void fax_out_media(struct http_req *r);
+
 /* ---- fax-to-email: fax.c receives, fax_mail.c reads the message ---- */
 
 /* One fax that arrived by mail: the message's id (the idempotency key), the sending number
