@@ -121,6 +121,10 @@ struct sending {
     struct curl_slist *headers;
     char *body;
     bool telnyx;
+    /* Phaxio: the document, read by a file store worker before the request is built */
+    char *state_dir, *doc_sha, *to, *cover, *ct;
+    size_t doc_len;
+    long long max;
 };
 
 static void sending_free(struct sending *s)
@@ -134,6 +138,11 @@ static void sending_free(struct sending *s)
         curl_mime_free(s->mime);
     curl_slist_free_all(s->headers);
     free(s->body);
+    free(s->state_dir);
+    free(s->doc_sha);
+    free(s->to);
+    free(s->cover);
+    free(s->ct);
     free(s);
 }
 
@@ -260,6 +269,10 @@ static void send_telnyx(struct sending *s, const char *to, const char *doc)
     }
 }
 
+static void phaxio_read(void *arg);
+static void phaxio_read_done(void *arg, bool ran);
+static void send_phaxio(struct sending *s);
+
 static void send_one(const char *entry, const char *job_text)
 {
     const struct config *cfg = out.cfg;
@@ -290,27 +303,56 @@ static void send_one(const char *entry, const char *job_text)
         json_decref(job);
         return;
     }
-    size_t len = 0;
-    char *ct = NULL;
-    s->doc = doc ? attachment_get(cfg->state_dir, doc, (size_t)cfg->fax_max_document, &len, &ct,
-                                  NULL)
-                 : NULL;
-    if (!id || !to || !s->doc) {
-        free(ct);
+    if (!id || !to || !attachment_sha_valid(doc)) {
         json_decref(job);
+        report(s, "failed", NULL, "the job names no document");
+        return;
+    }
+    s->state_dir = xstrdup(cfg->state_dir);
+    s->doc_sha = xstrdup(doc);
+    s->to = xstrdup(to);
+    s->cover = cover ? xstrdup(cover) : NULL;
+    s->max = cfg->fax_max_document;
+    json_decref(job);
+    if (filestore_run(phaxio_read, phaxio_read_done, s) < 0)
+        report(s, "retry", NULL, "the file store is busy");
+}
+
+/* Worker thread: the document Phaxio gets in the request. */
+static void phaxio_read(void *arg)
+{
+    struct sending *s = arg;
+    s->doc = attachment_get(s->state_dir, s->doc_sha, (size_t)s->max, &s->doc_len, &s->ct, NULL);
+}
+
+static void phaxio_read_done(void *arg, bool ran)
+{
+    struct sending *s = arg;
+    if (!ran || !out.cfg) { /* shutting down: the entry stays pending for the next daemon */
+        sending_free(s);
+        return;
+    }
+    if (!s->doc) {
         report(s, "failed", NULL, "the document is no longer stored");
         return;
     }
+    send_phaxio(s);
+}
+
+static void send_phaxio(struct sending *s)
+{
+    const struct config *cfg = out.cfg;
+    const char *ct = s->ct, *cover = s->cover;
     CURL *easy = curl_easy_init();
     s->mime = curl_mime_init(easy);
     curl_mimepart *p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "to");
-    curl_mime_data(p, to, CURL_ZERO_TERMINATED);
+    curl_mime_data(p, s->to, CURL_ZERO_TERMINATED);
     p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "file");
     curl_mime_filename(p, ct && strcmp(ct, "application/pdf") == 0 ? "fax.pdf" : "fax.tif");
     curl_mime_type(p, ct ? ct : "application/octet-stream");
-    curl_mime_data(p, (const char *)s->doc, len);
+    curl_mime_data(p, (const char *)s->doc, s->doc_len);
     if (cover && *cover) { /* Phaxio prints header_text (50 characters) on every page */
         char head[51];
         snprintf(head, sizeof(head), "%s", cover);
@@ -329,8 +371,6 @@ static void send_one(const char *entry, const char *job_text)
     p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "tag[omnicc]");
     curl_mime_data(p, s->id, CURL_ZERO_TERMINATED);
-    free(ct);
-    json_decref(job);
     char *url = xasprintf("%s/v2.1/faxes", cfg->fax_phaxio_api_base);
     curl_easy_setopt(easy, CURLOPT_URL, url);
     free(url);

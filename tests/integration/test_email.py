@@ -551,6 +551,31 @@ class ReplyAttachmentStorageTest(EmailCase):
         sent = self.received(mid)
         self.assertEqual([p.get_content() for p in sent.iter_attachments()], [doc])
 
+    @unittest.skipUnless(shutil.which('strace'), 'strace not installed')
+    def test_served_by_a_worker_not_the_loop(self):
+        st, a, _ = self.inbound(message('sv@customer.example', 'Docs', 'send', msgid('sv')))
+        self.assertEqual(st, 202, a)
+        doc = os.urandom(2048)
+        sha = hashlib.sha256(doc).hexdigest()
+        self.reply(a['id'], 'x', attachments=[{'filename': 'd.bin',
+                                                'content_base64': base64.b64encode(doc).decode()}])
+        trace = os.path.join(self.tmp, 'serve.strace')
+        pid = self.d.proc.pid
+        tracer = subprocess.Popen(['strace', '-f', '-p', str(pid), '-o', trace, '-e',
+                                   'trace=open,openat'], stderr=subprocess.PIPE)
+        try:
+            self.assertIn(b'attached', tracer.stderr.readline())
+            st, data, _ = self.d.request('GET', '/v1/attachments/' + sha, raw=True)
+            self.assertEqual((st, data), (200, doc))
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(10)
+            tracer.stderr.close()
+        with open(trace, errors='replace') as f:
+            opens = [line.split(None, 1) for line in f if self.attachment_path(sha) + '"' in line]
+        self.assertTrue(opens, 'the file was not opened')
+        self.assertNotIn(str(pid), [o[0] for o in opens], 'the loop thread read the file')
+
     def test_storage_failure_is_503_and_queues_nothing(self):
         st, a, _ = self.inbound(message('sf@customer.example', 'Docs', 'send', msgid('sf')))
         self.assertEqual(st, 202, a)
