@@ -5,7 +5,8 @@
  *        [email] max_message bytes. 202 stored, 200 duplicate or delivery status notification.
  *   POST /v1/interactions/{id}/reply         {"body": "...", "cc": ["..."], "attachments": [{"filename",
  *        "content_type", "content_base64"} | {"sha256"}]}: the agent holding the interaction
- *        (its own token) or an admin. 202 once the message is on the outbox stream.
+ *        (its own token) or an admin. 202 once the attachments are durably stored (off the
+ *        loop, filestore.h) and the message is on the outbox stream.
  *
  * Replies and acknowledgements are queued by one email_reply.lua call each; the Message-ID
  * is made here so the caller learns it at once. */
@@ -21,6 +22,7 @@
 #include "omnicc/attachments.h"
 #include "omnicc/channel.h"
 #include "omnicc/config.h"
+#include "omnicc/filestore.h"
 #include "omnicc/ingest.h"
 #include "omnicc/interaction.h"
 #include "omnicc/log.h"
@@ -272,79 +274,184 @@ static bool plain_text(const char *s, size_t max, const char *forbidden)
            !strpbrk(s, forbidden);
 }
 
-/* Each attachment into the store; returns the list for the job, or NULL after replying 400. */
-static json_t *reply_attachments(struct http_req *r, json_t *list)
+/* ---- an agent's reply: its attachments checked and stored by one job on the file store's
+ * workers (decoded, each written to a temporary file, fsynced, renamed, directory fsynced;
+ * references by sha256 looked up), and only then the reply queued and answered 202. A 4xx
+ * answer stores nothing. ---- */
+
+struct reply_att {
+    json_t *spec; /* the request's object: read by the worker, untouched by the loop meanwhile */
+    char sha[65];
+    char *filename, *content_type; /* as given, or from the stored sidecar */
+    long long len;
+};
+
+struct reply_job {
+    struct http_req *r;
+    json_t *obj; /* the request body, kept for body and the specs */
+    char *state_dir;
+    long long max_att, max_total;
+    size_t n;
+    struct reply_att *att;
+    char *bad;  /* a 400 message for the agent */
+    char *fail; /* a storage failure: 503 */
+};
+
+static void reply_job_free(struct reply_job *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->att[i].filename);
+        free(j->att[i].content_type);
+    }
+    free(j->att);
+    json_decref(j->obj);
+    free(j->state_dir);
+    free(j->bad);
+    free(j->fail);
+    free(j);
+}
+
+/* Worker thread: first every check (nothing is written when one fails), then the writes. */
+static void reply_store(void *arg)
+{
+    struct reply_job *j = arg;
+    unsigned char **data = xcalloc(j->n ? j->n : 1, sizeof(*data));
+    long long total = 0;
+    for (size_t i = 0; i < j->n && !j->bad; i++) {
+        struct reply_att *a = &j->att[i];
+        const char *sha = json_string_value(json_object_get(a->spec, "sha256"));
+        const char *b64 = json_string_value(json_object_get(a->spec, "content_base64"));
+        size_t len = 0;
+        if (sha) {
+            char *ct = NULL, *fn = NULL;
+            unsigned char *d = attachment_get(j->state_dir, sha, (size_t)j->max_att, &len, &ct, &fn);
+            if (!d) {
+                j->bad = xasprintf("attachments[%zu]: sha256: no stored attachment with that hash "
+                                   "(or too large)", i);
+            } else {
+                snprintf(a->sha, sizeof(a->sha), "%s", sha);
+                if (!a->filename)
+                    a->filename = fn ? fn : xstrdup("attachment");
+                else
+                    free(fn);
+                if (!a->content_type)
+                    a->content_type = ct ? ct : xstrdup("application/octet-stream");
+                else
+                    free(ct);
+            }
+            free(d);
+        } else {
+            data[i] = base64_decode(b64, strlen(b64), &len);
+            if (!data[i])
+                j->bad = xasprintf("attachments[%zu]: content_base64: not base64", i);
+            else if ((long long)len > j->max_att)
+                j->bad = xasprintf("attachments[%zu]: larger than [email] max_attachment", i);
+        }
+        a->len = (long long)len;
+        total += (long long)len;
+        if (!j->bad && total > j->max_total)
+            j->bad = xasprintf("attachments[%zu]: all together larger than [email] "
+                               "max_attachments_total", i);
+    }
+    for (size_t i = 0; i < j->n && !j->bad && !j->fail; i++) {
+        struct reply_att *a = &j->att[i];
+        if (!data[i])
+            continue;
+        char *err = NULL;
+        if (attachment_put(j->state_dir, data[i], (size_t)a->len, NULL, a->content_type,
+                           a->filename, a->sha, &err) < 0)
+            j->fail = err ? err : xstrdup("cannot store");
+        else
+            free(err);
+    }
+    for (size_t i = 0; i < j->n; i++)
+        free(data[i]);
+    free(data);
+}
+
+/* Loop thread, once the job has run (or the pool stopped first). */
+static void reply_stored(void *arg, bool ran)
+{
+    struct reply_job *j = arg;
+    struct http_req *r = j->r;
+    const struct config *cfg = api_config();
+    if (!ran || j->fail) {
+        log_error("email: %s: reply attachments not stored: %s", r->params[0],
+                  ran ? j->fail : "shutting down");
+        http_reply_unavailable(r, "cannot store the attachments");
+        reply_job_free(j);
+        return;
+    }
+    if (j->bad) {
+        http_reply_error(r, 400, "invalid_field", "%s", j->bad);
+        reply_job_free(j);
+        return;
+    }
+    json_t *att = json_array();
+    for (size_t i = 0; i < j->n; i++)
+        json_array_append_new(att, json_pack("{s:s,s:s,s:s}", "sha256", j->att[i].sha, "filename",
+                                             j->att[i].filename, "content_type",
+                                             j->att[i].content_type));
+    char *mid = email_new_message_id(msgid_domain(cfg, NULL));
+    json_t *args = json_pack("{s:s,s:O,s:s,s:o}", "mode", "agent", "body",
+                             json_object_get(j->obj, "body"), "message_id", mid, "attachments", att);
+    json_t *cc = json_object_get(j->obj, "cc");
+    if (json_is_array(cc) && json_array_size(cc) > 0)
+        json_object_set(args, "cc", cc);
+    if (queue_reply(r->params[0], r->auth_sha, args, reply_queued, r) < 0)
+        http_reply_unavailable(r, store_status());
+    json_decref(args);
+    free(mid);
+    reply_job_free(j);
+}
+
+/* What can be checked without the disk; a job with one entry per attachment, or NULL after
+ * replying 400. */
+static struct reply_job *reply_job_new(struct http_req *r, json_t *obj)
 {
     const struct config *cfg = api_config();
-    json_t *out = json_array();
-    if (!list)
-        return out;
-    if (!json_is_array(list) || (int)json_array_size(list) > cfg->email_max_attachments) {
+    json_t *list = json_object_get(obj, "attachments");
+    if (list && (!json_is_array(list) || (int)json_array_size(list) > cfg->email_max_attachments)) {
         http_reply_error(r, 400, "invalid_field", "attachments: an array of at most %d",
                          cfg->email_max_attachments);
-        json_decref(out);
         return NULL;
     }
-    size_t i;
-    json_t *a;
-    long long total = 0;
-    json_array_foreach(list, i, a)
-    {
+    struct reply_job *j = xcalloc(1, sizeof(*j));
+    j->r = r;
+    j->obj = json_incref(obj);
+    j->state_dir = xstrdup(cfg->state_dir);
+    j->max_att = cfg->email_max_attachment;
+    j->max_total = cfg->email_max_attachments_total;
+    j->n = list ? json_array_size(list) : 0;
+    j->att = xcalloc(j->n ? j->n : 1, sizeof(*j->att));
+    for (size_t i = 0; i < j->n; i++) {
+        json_t *a = json_array_get(list, i);
         const char *sha = json_string_value(json_object_get(a, "sha256"));
         const char *fname = json_string_value(json_object_get(a, "filename"));
         const char *ctype = json_string_value(json_object_get(a, "content_type"));
         const char *b64 = json_string_value(json_object_get(a, "content_base64"));
         const char *why = NULL;
-        char stored[65];
-        char *meta_type = NULL, *meta_name = NULL;
-        if ((fname && !plain_text(fname, 200, "\r\n\t\"/\\")) ||
-            (ctype && (!plain_text(ctype, 100, "\r\n\t\"\\;, ") || !strchr(ctype, '/'))))
-            why = "filename and content_type: plain text (type/subtype)";
-        else if (sha && !b64) {
-            size_t len = 0;
-            unsigned char *d = attachment_get(cfg->state_dir, sha, (size_t)cfg->email_max_attachment,
-                                              &len, &meta_type, &meta_name);
-            if (!d)
-                why = "sha256: no stored attachment with that hash (or too large)";
-            else
-                snprintf(stored, sizeof(stored), "%s", sha);
-            total += (long long)len;
-            free(d);
-        } else if (b64 && !sha) {
-            size_t len = 0;
-            unsigned char *d = base64_decode(b64, strlen(b64), &len);
-            char *err = NULL;
-            if (!d)
-                why = "content_base64: not base64";
-            else if ((long long)len > cfg->email_max_attachment)
-                why = "larger than [email] max_attachment";
-            else if (attachment_put(cfg->state_dir, d, len, NULL, ctype, fname, stored, &err) < 0) {
-                log_error("email: reply attachment: %s", err);
-                why = "cannot be stored";
-            }
-            total += (long long)len;
-            free(err);
-            free(d);
-        } else {
+        if (!json_is_object(a) || (!sha == !b64))
             why = "give content_base64 or sha256";
-        }
-        if (!why && total > cfg->email_max_attachments_total)
-            why = "all together larger than [email] max_attachments_total";
+        else if ((fname && !plain_text(fname, 200, "\r\n\t\"/\\")) ||
+                 (ctype && (!plain_text(ctype, 100, "\r\n\t\"\\;, ") || !strchr(ctype, '/'))))
+            why = "filename and content_type: plain text (type/subtype)";
+        else if (sha && !attachment_sha_valid(sha))
+            why = "sha256: no stored attachment with that hash (or too large)";
+        else if (b64 && (long long)(strlen(b64) / 4 * 3) > cfg->email_max_attachment + 3)
+            why = "larger than [email] max_attachment";
         if (why) {
             http_reply_error(r, 400, "invalid_field", "attachments[%zu]: %s", i, why);
-            free(meta_type);
-            free(meta_name);
-            json_decref(out);
+            reply_job_free(j);
             return NULL;
         }
-        json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "sha256", stored, "filename",
-                                             fname ? fname : meta_name ? meta_name : "attachment",
-                                             "content_type",
-                                             ctype ? ctype : meta_type ? meta_type : "application/octet-stream"));
-        free(meta_type);
-        free(meta_name);
+        j->att[i].spec = a;
+        j->att[i].filename = fname ? xstrdup(fname) : b64 ? xstrdup("attachment") : NULL;
+        j->att[i].content_type = ctype ? xstrdup(ctype)
+                                 : b64 ? xstrdup("application/octet-stream")
+                                       : NULL;
     }
-    return out;
+    return j;
 }
 
 #define REPLY_CC_MAX 10
@@ -380,7 +487,6 @@ static bool reply_cc_valid(json_t *cc)
 
 static void post_reply(struct http_req *r)
 {
-    const struct config *cfg = api_config();
     if (!id_is_valid(r->params[0], 'I')) {
         http_reply_error(r, 404, "not_found", "no interaction with that id");
         return;
@@ -414,21 +520,14 @@ static void post_reply(struct http_req *r)
         json_decref(obj);
         return;
     }
-    json_t *att = reply_attachments(r, json_object_get(obj, "attachments"));
-    if (!att) {
-        json_decref(obj);
-        return;
-    }
-    char *mid = email_new_message_id(msgid_domain(cfg, NULL));
-    json_t *args = json_pack("{s:s,s:O,s:s,s:o}", "mode", "agent", "body", body, "message_id", mid,
-                             "attachments", att);
-    if (json_is_array(cc) && json_array_size(cc) > 0)
-        json_object_set(args, "cc", cc);
-    if (queue_reply(r->params[0], r->auth_sha, args, reply_queued, r) < 0)
-        http_reply_unavailable(r, store_status());
-    json_decref(args);
+    struct reply_job *j = reply_job_new(r, obj);
     json_decref(obj);
-    free(mid);
+    if (!j)
+        return;
+    if (filestore_run(reply_store, reply_stored, j) < 0) {
+        http_reply_unavailable(r, "the file store is busy or stopped");
+        reply_job_free(j);
+    }
 }
 
 static const struct http_route email_routes[] = {

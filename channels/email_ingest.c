@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "email.h"
+#include "fax.h"
 #include "omnicc/attachments.h"
 #include "omnicc/config.h"
 #include "omnicc/identity.h"
@@ -342,6 +343,13 @@ void email_ingest_raw(const struct config *cfg, const struct mailbox_conf *mb, c
                  !(cfg->email_from_address && strcasecmp(m.from.addr, cfg->email_from_address) == 0);
     if (is_bounce(&m)) {
         submit_dsn(p, &m);
+        email_msg_free(&m);
+        return;
+    }
+    if (mb && strcmp(mb->channel, "fax") == 0) {
+        /* a fax-to-email mailbox: the message is a fax (fax_mail.c), never an email */
+        free(p);
+        fax_mail_ingest(cfg, mb, &m, cb, arg);
         email_msg_free(&m);
         return;
     }

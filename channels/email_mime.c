@@ -2,8 +2,8 @@
  * headers and transfer encodings; this file chooses the body (text/plain over HTML inside
  * multipart/alternative, every inline text part of a multipart/mixed in order), converts
  * each charset to UTF-8 itself (invalid bytes become U+FFFD instead of failing the whole
- * part), turns HTML into text, trims quoted replies, collects attachments and reads delivery
- * status notifications. Every string it returns is clean UTF-8 (no NUL, no C0 controls but
+ * part), turns HTML into text (libxml2's HTML parser, then a walk of its tree), trims
+ * quoted replies, collects attachments and reads delivery status notifications. Every string it returns is clean UTF-8 (no NUL, no C0 controls but
  * tab and newline), so it can go into JSON and into Redis as it is.
  *
  * Hostile input is expected: nesting is bounded before GMime recurses into it, every size
@@ -15,6 +15,9 @@
 #include <errno.h>
 #include <gmime/gmime.h>
 #include <iconv.h>
+#include <libxml/HTMLparser.h>
+#include <libxml/tree.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@ void email_mime_init(void)
     if (inited)
         return;
     g_mime_init();
+    xmlInitParser(); /* once, before any thread parses HTML */
     inited = true;
 }
 
@@ -256,86 +260,32 @@ static char *to_utf8(const char *data, size_t len, const char *charset)
     return res;
 }
 
-/* ---- HTML to readable text ---- */
-
-static const struct {
-    const char *name;
-    uint32_t cp;
-} entities[] = {
-    {"amp", '&'},      {"lt", '<'},        {"gt", '>'},       {"quot", '"'},     {"apos", '\''},
-    {"nbsp", ' '},     {"copy", 0xa9},     {"reg", 0xae},     {"euro", 0x20ac},  {"hellip", 0x2026},
-    {"mdash", 0x2014}, {"ndash", 0x2013},  {"laquo", 0xab},   {"raquo", 0xbb},   {"lsquo", 0x2018},
-    {"rsquo", 0x2019}, {"ldquo", 0x201c},  {"rdquo", 0x201d}, {"bull", 0x2022},  {"middot", 0xb7},
-    {"iexcl", 0xa1},   {"iquest", 0xbf},   {"aacute", 0xe1},  {"eacute", 0xe9},  {"iacute", 0xed},
-    {"oacute", 0xf3},  {"uacute", 0xfa},   {"ntilde", 0xf1},  {"Ntilde", 0xd1},  {"uuml", 0xfc},
-    {"ccedil", 0xe7},  {"agrave", 0xe0},   {"egrave", 0xe8},  {"Aacute", 0xc1},  {"Eacute", 0xc9},
-    {"ouml", 0xf6},    {"auml", 0xe4},     {"szlig", 0xdf},   {"deg", 0xb0},     {"times", 0xd7},
-};
-
-/* Decode one entity at s ("&...;"); returns bytes consumed, 0 if not an entity. */
-static size_t html_entity(const char *s, size_t n, struct buf *out)
-{
-    size_t i = 1;
-    if (n < 3)
-        return 0;
-    if (s[1] == '#') {
-        uint32_t v = 0;
-        bool hex = i + 1 < n && (s[2] == 'x' || s[2] == 'X');
-        i = hex ? 3 : 2;
-        size_t digits = 0;
-        for (; i < n && digits < 8; i++, digits++) {
-            int c = (unsigned char)s[i];
-            if (hex && isxdigit(c))
-                v = v * 16 + (uint32_t)(isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
-            else if (!hex && isdigit(c))
-                v = v * 10 + (uint32_t)(c - '0');
-            else
-                break;
-        }
-        if (!digits)
-            return 0;
-        if (i < n && s[i] == ';')
-            i++;
-        if (v == 0xa0)
-            v = ' ';
-        if (v < 0x20 && v != '\t' && v != '\n')
-            v = ' ';
-        buf_utf8(out, v);
-        return i;
-    }
-    for (; i < n && i < 10 && isalnum((unsigned char)s[i]); i++)
-        ;
-    size_t nl = i - 1;
-    for (size_t e = 0; e < ARRAY_SIZE(entities); e++) {
-        if (strlen(entities[e].name) == nl && strncmp(entities[e].name, s + 1, nl) == 0) {
-            if (i < n && s[i] == ';')
-                i++;
-            buf_utf8(out, entities[e].cp);
-            return i;
-        }
-    }
-    return 0;
-}
-
-static bool tag_is(const char *name, size_t nl, const char *const *list)
-{
-    for (; *list; list++)
-        if (strlen(*list) == nl && strncasecmp(*list, name, nl) == 0)
-            return true;
-    return false;
-}
+/* ---- HTML to readable text ----
+ *
+ * libxml2's HTML parser builds the tree (it recovers from broken markup the way browsers do,
+ * decodes every entity, and treats Outlook's conditional comments as the comments they
+ * are); this walks the tree and lays it out as text. The walk is iterative (parent/next
+ * pointers), so hostile nesting costs no stack. The HTML arrives here already converted to
+ * UTF-8 by the MIME walk, so the parser is told so and any <meta charset> is ignored. */
 
 struct html_out {
     struct buf b;
-    int quote;       /* blockquote depth: lines inside get "> " per level */
-    bool at_line;    /* at the start of a line */
-    bool space;      /* a pending collapsed space */
-    int newlines;    /* newlines just written */
+    int quote;        /* blockquote depth: lines inside get "> " per level */
+    int list;         /* list nesting: bullets are indented by it */
+    int pre;          /* inside <pre>: whitespace kept */
+    bool at_line;     /* at the start of a line */
+    bool space;       /* a pending collapsed space */
+    bool cell_sep;    /* a pending " | " between table cells */
+    bool row_text;    /* the current table row has written text */
+    int newlines;     /* newlines just written */
+    xmlNode *link;    /* the <a> being written, its text starting at link_at */
+    size_t link_at;
 };
 
 static void ho_newline(struct html_out *h, int want)
 {
     h->space = false;
+    h->cell_sep = false;
     if (h->b.len == 0)
         return;
     while (h->newlines < want) {
@@ -353,112 +303,231 @@ static void ho_text(struct html_out *h, const char *s, size_t n)
         for (int q = 0; q < h->quote; q++)
             buf_adds(&h->b, "> ");
         h->at_line = false;
+    } else if (h->cell_sep) {
+        buf_adds(&h->b, " | ");
     } else if (h->space) {
         buf_addc(&h->b, ' ');
     }
     h->space = false;
+    h->cell_sep = false;
+    h->row_text = true;
     buf_add(&h->b, s, n);
     h->newlines = 0;
 }
 
+/* Text content: runs of whitespace (and no-break spaces) become one space, except in <pre>. */
+static void ho_chars(struct html_out *h, const char *s)
+{
+    while (*s) {
+        if (h->pre && (*s == '\n' || *s == '\r')) {
+            if (*s == '\r' && s[1] == '\n')
+                s++;
+            s++;
+            h->newlines = 0;
+            ho_newline(h, 1);
+            h->at_line = true;
+            continue;
+        }
+        size_t ws = 0;
+        for (;;) {
+            if (s[ws] == ' ' || s[ws] == '\t' || s[ws] == '\n' || s[ws] == '\r' || s[ws] == '\f')
+                ws++;
+            else if ((unsigned char)s[ws] == 0xc2 && (unsigned char)s[ws + 1] == 0xa0)
+                ws += 2;
+            else
+                break;
+        }
+        if (ws) {
+            if (h->pre && !h->at_line)
+                ho_text(h, " ", 1);
+            else
+                h->space = !h->at_line;
+            s += ws;
+            continue;
+        }
+        size_t n = 0;
+        while (s[n] && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' && s[n] != '\r' &&
+               s[n] != '\f' && !((unsigned char)s[n] == 0xc2 && (unsigned char)s[n + 1] == 0xa0))
+            n++;
+        ho_text(h, s, n);
+        s += n;
+    }
+}
+
+static bool html_is(const xmlNode *n, const char *const *list)
+{
+    for (; *list; list++)
+        if (xmlStrcasecmp(n->name, (const xmlChar *)*list) == 0)
+            return true;
+    return false;
+}
+
+static bool html_named(const xmlNode *n, const char *name)
+{
+    return n && n->type == XML_ELEMENT_NODE && xmlStrcasecmp(n->name, (const xmlChar *)name) == 0;
+}
+
+static const char *const html_block[] = {
+    "div", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "pre", "section",
+    "article", "header", "footer", "center", "dl", "dt", "dd", "address", "figure", "main",
+    "nav", "aside", "form", "fieldset", "caption", "tbody", "thead", "tfoot", NULL};
+static const char *const html_skip[] = {"script", "style", "head", "title", "template",
+                                        "object", "iframe", "svg", NULL};
+
+/* A link's target is worth showing when it goes somewhere a reader can follow and the text
+ * does not already say it. */
+static const char *html_link_target(const xmlChar *href)
+{
+    static const char *const schemes[] = {"http://", "https://", "mailto:", "tel:", NULL};
+    if (!href)
+        return NULL;
+    for (int i = 0; schemes[i]; i++)
+        if (strncasecmp((const char *)href, schemes[i], strlen(schemes[i])) == 0)
+            return (const char *)href;
+    return NULL;
+}
+
+static void html_enter(struct html_out *h, xmlNode *n)
+{
+    if (html_named(n, "br")) {
+        h->newlines = 0;
+        ho_newline(h, 1);
+        h->at_line = true;
+        if (h->b.len == 0)
+            return;
+    } else if (html_named(n, "p")) {
+        ho_newline(h, 2);
+    } else if (html_named(n, "blockquote")) {
+        ho_newline(h, 1);
+        h->quote++;
+    } else if (html_named(n, "li")) {
+        ho_newline(h, 1);
+        for (int i = 1; i < h->list; i++)
+            ho_text(h, "  ", 2);
+        if (html_named(n->parent, "ol")) {
+            uintptr_t k = (uintptr_t)n->parent->_private + 1;
+            n->parent->_private = (void *)k;
+            char num[24];
+            snprintf(num, sizeof(num), "%lu. ", (unsigned long)k);
+            ho_text(h, num, strlen(num));
+        } else {
+            ho_text(h, "- ", 2);
+        }
+        h->space = false;
+    } else if (html_named(n, "tr")) {
+        ho_newline(h, 1);
+        h->row_text = false;
+    } else if (html_named(n, "td") || html_named(n, "th")) {
+        if (h->row_text && !h->at_line)
+            h->cell_sep = true;
+    } else if (html_named(n, "img")) {
+        xmlChar *alt = xmlGetProp(n, (const xmlChar *)"alt");
+        if (alt && *alt) {
+            h->space = h->space || !h->at_line;
+            ho_text(h, "[", 1);
+            h->space = false;
+            ho_chars(h, (const char *)alt);
+            h->space = false;
+            ho_text(h, "]", 1);
+        }
+        xmlFree(alt);
+    } else if (html_named(n, "a") && !h->link) {
+        h->link = n;
+        h->link_at = h->b.len;
+    } else if (html_named(n, "ul") || html_named(n, "ol")) {
+        ho_newline(h, 1);
+        h->list++;
+        n->_private = NULL;
+    } else if (html_named(n, "pre")) {
+        ho_newline(h, 1);
+        h->pre++;
+    } else if (n->type == XML_ELEMENT_NODE && html_is(n, html_block)) {
+        ho_newline(h, 1);
+    }
+}
+
+static void html_leave(struct html_out *h, xmlNode *n)
+{
+    if (html_named(n, "p")) {
+        ho_newline(h, 2);
+    } else if (html_named(n, "blockquote")) {
+        ho_newline(h, 1);
+        if (h->quote > 0)
+            h->quote--;
+    } else if (html_named(n, "ul") || html_named(n, "ol")) {
+        ho_newline(h, 1);
+        if (h->list > 0)
+            h->list--;
+        n->_private = NULL;
+    } else if (html_named(n, "pre")) {
+        ho_newline(h, 1);
+        if (h->pre > 0)
+            h->pre--;
+    } else if (n == h->link) {
+        h->link = NULL;
+        xmlChar *href = xmlGetProp(n, (const xmlChar *)"href");
+        const char *t = html_link_target(href);
+        if (t) {
+            const char *shown = h->b.s ? h->b.s + h->link_at : "";
+            size_t shown_len = h->b.len - h->link_at;
+            while (shown_len > 0 && *shown == ' ') { /* the space written before the text */
+                shown++;
+                shown_len--;
+            }
+            const char *bare = strncasecmp(t, "mailto:", 7) == 0 ? t + 7 : t;
+            bool same = (strlen(t) == shown_len && strncmp(t, shown, shown_len) == 0) ||
+                        (strlen(bare) == shown_len && strncmp(bare, shown, shown_len) == 0);
+            if (!same) {
+                h->space = h->space || shown_len > 0;
+                ho_text(h, "<", 1);
+                h->space = false;
+                ho_chars(h, t);
+                h->space = false;
+                ho_text(h, ">", 1);
+            }
+        }
+        xmlFree(href);
+    } else if (n->type == XML_ELEMENT_NODE && html_is(n, html_block)) {
+        ho_newline(h, 1);
+    }
+}
+
 char *email_html_to_text(const char *html, size_t len)
 {
-    static const char *const block[] = {"p", "div", "tr", "table", "ul", "ol", "h1", "h2", "h3",
-                                        "h4", "h5", "h6", "hr", "pre", "section", "article",
-                                        "header", "footer", "center", "dl", "dt", "dd", NULL};
-    static const char *const skip[] = {"script", "style", "head", "title", "template", NULL};
     struct html_out h = {.at_line = true};
-    size_t i = 0;
-    const char *skip_until = NULL; /* closing tag name we skip to */
-    size_t skip_len = 0;
-    while (i < len) {
-        char c = html[i];
-        if (c == '<') {
-            if (i + 3 < len && strncmp(html + i, "<!--", 4) == 0) {
-                const char *e = memmem(html + i + 4, len - i - 4, "-->", 3);
-                i = e ? (size_t)(e - html) + 3 : len;
-                continue;
-            }
-            const char *gt = memchr(html + i, '>', len - i);
-            if (!gt) {
-                i = len;
+    if (len > INT_MAX)
+        len = INT_MAX;
+    htmlDocPtr doc = htmlReadMemory(html, (int)len, NULL, "UTF-8",
+                                    HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING |
+                                        HTML_PARSE_NONET | HTML_PARSE_IGNORE_ENC);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *n = root;
+    while (n) {
+        bool skip = n->type == XML_ELEMENT_NODE && html_is(n, html_skip);
+        if (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE)
+            ho_chars(&h, (const char *)n->content);
+        else if (n->type == XML_ELEMENT_NODE && !skip)
+            html_enter(&h, n);
+        if (n->type == XML_ELEMENT_NODE && !skip && n->children) {
+            n = n->children;
+            continue;
+        }
+        /* no children: leave this node, then every ancestor whose last child this was */
+        for (;;) {
+            if (n->type == XML_ELEMENT_NODE && !html_is(n, html_skip))
+                html_leave(&h, n);
+            if (n == root) {
+                n = NULL;
                 break;
             }
-            size_t end = (size_t)(gt - html) + 1;
-            size_t p = i + 1;
-            bool closing = p < end && html[p] == '/';
-            if (closing)
-                p++;
-            size_t ns = p;
-            while (p < end && (isalnum((unsigned char)html[p])))
-                p++;
-            const char *name = html + ns;
-            size_t nl = p - ns;
-            i = end;
-            if (skip_until) {
-                if (closing && nl == skip_len && strncasecmp(name, skip_until, nl) == 0)
-                    skip_until = NULL;
-                continue;
+            if (n->next) {
+                n = n->next;
+                break;
             }
-            if (!nl)
-                continue;
-            if (!closing && tag_is(name, nl, skip)) {
-                bool selfclose = end >= 2 && html[end - 2] == '/';
-                if (!selfclose) {
-                    skip_until = name;
-                    skip_len = nl;
-                }
-                continue;
-            }
-            if (nl == 2 && strncasecmp(name, "br", 2) == 0) {
-                h.newlines = 0;
-                h.space = false;
-                buf_addc(&h.b, '\n');
-                h.newlines = 1;
-                h.at_line = true;
-            } else if (nl == 10 && strncasecmp(name, "blockquote", 10) == 0) {
-                ho_newline(&h, 1);
-                h.quote += closing ? (h.quote > 0 ? -1 : 0) : 1;
-            } else if (nl == 2 && strncasecmp(name, "li", 2) == 0 && !closing) {
-                ho_newline(&h, 1);
-                ho_text(&h, "- ", 2);
-            } else if ((nl == 2 && (strncasecmp(name, "td", 2) == 0 || strncasecmp(name, "th", 2) == 0)) &&
-                       !closing) {
-                h.space = !h.at_line;
-            } else if (tag_is(name, nl, block)) {
-                ho_newline(&h, (nl == 1 && tolower((unsigned char)name[0]) == 'p') ? 2 : 1);
-            }
-            continue;
+            n = n->parent;
         }
-        if (skip_until) {
-            i++;
-            continue;
-        }
-        if (c == '&') {
-            struct buf e = {0};
-            size_t k = html_entity(html + i, len - i, &e);
-            if (k) {
-                if (e.len == 1 && e.s[0] == ' ')
-                    h.space = !h.at_line;
-                else
-                    ho_text(&h, e.s, e.len);
-                free(e.s);
-                i += k;
-                continue;
-            }
-            free(e.s);
-        }
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') {
-            h.space = !h.at_line;
-            i++;
-            continue;
-        }
-        size_t s = i++; /* at least this byte: a '&' that is no entity is text */
-        while (i < len && html[i] != '<' && html[i] != '&' && html[i] != ' ' && html[i] != '\t' &&
-               html[i] != '\n' && html[i] != '\r' && html[i] != '\f')
-            i++;
-        ho_text(&h, html + s, i - s);
     }
+    xmlFreeDoc(doc);
     /* drop trailing newlines */
     while (h.b.len > 0 && h.b.s[h.b.len - 1] == '\n')
         h.b.s[--h.b.len] = '\0';

@@ -1,4 +1,4 @@
-/* fax.c - the fax channel (docs/FAX.md): three ways in, one way to store a fax.
+/* fax.c - the fax channel (docs/FAX.md): four ways in, one way to store a fax.
  *
  *   POST /v1/fax/phaxio   Phaxio/Sinch callback, multipart/form-data (fax JSON + file),
  *                         X-Phaxio-Signature (HMAC-SHA1 over the callback URL, the fields
@@ -8,6 +8,8 @@
  *                         retried) before anything is acknowledged
  *   POST /v1/fax/inbound  on-premises gateways (HylaFAX, FreeSWITCH, Asterisk), multipart,
  *                         HMAC-SHA256 over "timestamp.body" like the CTI webhook
+ *   fax-to-email          a [mailbox] with channel = fax: fax_mail.c reads each message
+ *                         and hands its document to fax_receive_mail
  *
  * Every fax is checked (TIFF or PDF, size, pages counted from the document itself), stored
  * content-addressed (attachments.h), ingested as channel "fax" with external_id
@@ -48,7 +50,9 @@ static struct {
 /* ---- one received fax ---- */
 
 struct fax_in {
-    struct http_req *r;
+    struct http_req *r;   /* a webhook's request, or NULL for fax-to-email (done instead) */
+    fax_mail_done_fn *done;
+    void *done_arg;
     const char *provider; /* phaxio | telnyx | gateway */
     char *fax_id;
     char *ext_id;         /* provider:fax_id */
@@ -123,9 +127,27 @@ static struct fax_in *fax_in_new(struct http_req *r, const char *provider, const
     return f;
 }
 
+/* The answer to the webhook, or to the mailbox that brought the fax; then f is freed. */
 static void reply_json_free(struct fax_in *f, int status, json_t *body)
 {
-    http_reply_json(f->r, status, body);
+    if (f->done) {
+        f->done(f->done_arg, status, f->ix_id, f->case_id,
+                json_is_true(json_object_get(body, "duplicate")), NULL);
+        json_decref(body);
+    } else {
+        http_reply_json(f->r, status, body);
+    }
+    fax_in_free(f);
+}
+
+static void reply_error_free(struct fax_in *f, int status, const char *code, const char *msg)
+{
+    if (f->done)
+        f->done(f->done_arg, status, NULL, NULL, false, msg);
+    else if (status == 503)
+        http_reply_unavailable(f->r, msg);
+    else
+        http_reply_error(f->r, status, code, "%s", msg);
     fax_in_free(f);
 }
 
@@ -135,8 +157,7 @@ static void recorded(const redisReply *reply, const char *err, void *arg)
     if (err) {
         log_error("fax: %s: recording the reception failed: %s", f->ix_id, err);
         /* the interaction exists: a retry of the webhook is a duplicate and answers 200 */
-        http_reply_unavailable(f->r, "storage unavailable");
-        fax_in_free(f);
+        reply_error_free(f, 503, NULL, "storage unavailable");
         return;
     }
     if (fx.ocr && f->have_doc && strcmp(f->info.type, "tiff") == 0) {
@@ -160,11 +181,7 @@ static void ingested(const struct ingest_result *res, void *arg)
 {
     struct fax_in *f = arg;
     if (res->status >= 400) {
-        if (res->status == 503)
-            http_reply_unavailable(f->r, res->error);
-        else
-            http_reply_error(f->r, res->status, res->error_code, "%s", res->error);
-        fax_in_free(f);
+        reply_error_free(f, res->status, res->error_code, res->error);
         return;
     }
     f->ix_id = xstrdup(res->id);
@@ -206,8 +223,7 @@ static void doc_stored(void *arg, const char *sha, const char *err)
     f->doc = NULL;
     if (err) {
         log_error("fax: %s: cannot store the document: %s", f->ext_id, err);
-        http_reply_unavailable(f->r, "cannot store the document");
-        fax_in_free(f);
+        reply_error_free(f, 503, NULL, "cannot store the document");
         return;
     }
     snprintf(f->sha, sizeof(f->sha), "%s", sha);
@@ -233,8 +249,7 @@ static void fax_receive(struct fax_in *f)
                                                                          : "fax.tif",
                                      doc_stored, f) < 0) {
                 log_error("fax: %s: cannot store the document: file store busy", f->ext_id);
-                http_reply_unavailable(f->r, "cannot store the document");
-                fax_in_free(f);
+                reply_error_free(f, 503, NULL, "cannot store the document");
             }
             return;
         }
@@ -322,6 +337,29 @@ static void fax_ingest(struct fax_in *f)
 }
 
 static void event_recorded(const redisReply *reply, const char *err, void *arg);
+
+/* ---- fax-to-email (fax_mail.c hands each message's document here) ---- */
+
+void fax_receive_mail(const struct fax_mail *m, fax_mail_done_fn *done, void *arg)
+{
+    if (!fx.cfg) {
+        done(arg, 503, NULL, NULL, false, "the fax channel is not running");
+        free(m->doc);
+        return;
+    }
+    struct fax_in *f = fax_in_new(NULL, "email", m->fax_id);
+    f->done = done;
+    f->done_arg = arg;
+    f->from = clean(m->from, 64);
+    f->to = clean(m->to, 320);
+    f->tsi = clean(m->tsi, 200);
+    f->doc = m->doc; /* taken */
+    f->doc_len = m->doc_len;
+    f->doc_name = clean(m->doc_name, 200);
+    if (!f->doc && m->failure)
+        f->failure = xstrdup(m->failure);
+    fax_receive(f);
+}
 
 /* ---- Phaxio / Sinch ---- */
 
@@ -683,7 +721,25 @@ static void telnyx_webhook(struct http_req *r)
         }
         return;
     }
-    /* any other event (receiving started, media processed, outbound status): onto the case
+    /* the final status of a fax we sent: onto its case, like Phaxio's sent callbacks */
+    bool delivered = strcmp(ev.event_type, "fax.delivered") == 0;
+    if (outbound && (delivered || failed)) {
+        json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "provider", "telnyx", "provider_id", ev.fax_id,
+                              "status", delivered ? "delivered" : "failed", "error",
+                              ev.failure_reason ? ev.failure_reason : "not delivered");
+        if (ev.page_count >= 0)
+            json_object_set_new(a, "pages", json_integer(ev.page_count));
+        char *text = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        fax_telnyx_event_free(&ev);
+        const char *argv[2] = {"out_status", text};
+        int rc = store_script(SCRIPT_FAX, 2, argv, NULL, event_recorded, r);
+        free(text);
+        if (rc < 0)
+            http_reply_unavailable(r, store_status());
+        return;
+    }
+    /* any other event (receiving started, media processed, sending started): onto the case
      * history of the fax, if it is known yet */
     char *ext = xasprintf("telnyx:%s", ev.fax_id);
     json_t *a = json_pack("{s:s,s:s,s:s}", "external_id", ext, "event_type", ev.event_type,
@@ -939,6 +995,7 @@ static const struct http_route fax_routes[] = {
     {EVHTTP_REQ_POST, "/v1/fax/inbound", HTTP_AUTH_NONE, gateway_webhook, "multipart/form-data",
      NULL, true},
     {EVHTTP_REQ_GET, "/v1/fax/stats", HTTP_AUTH_ADMIN, fax_stats, NULL, NULL, false},
+    {EVHTTP_REQ_GET, "/v1/fax/media/{sha256}", HTTP_AUTH_NONE, fax_out_media, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/interactions/{id}/fax", HTTP_AUTH_AGENT, fax_out_post,
      "application/json", NULL, false},
     {EVHTTP_REQ_GET, "/v1/attachments/{sha256}/pages/{n}", HTTP_AUTH_AGENT, page_png, NULL,

@@ -128,6 +128,51 @@ void fax_find_identifiers(const char *text, bool need_label, struct fax_found *o
 
 /* ---- outbound (fax_out.c) ---- */
 
+/* Document links for outbound faxes (Telnyx fetches the document from media_url):
+ * HMAC-SHA256 with secret over "<sha256>.<expires>", hex. verify: 0, or -1 with *why
+ * (malformed, expired at now, or a signature that does not match). */
+void fax_media_signature(const char *secret, const char *sha, long long expires, char out[65]);
+int fax_media_verify(const char *secret, const char *sha, const char *expires, const char *sig,
+                     long long now, const char **why);
+/* GET /v1/fax/media/{sha256}?expires=&sig= (fax_out.c) */
+void fax_out_media(struct http_req *r);
+
+/* ---- fax-to-email: fax.c receives, fax_mail.c reads the message ---- */
+
+/* One fax that arrived by mail: the message's id (the idempotency key), the sending number
+ * when the provider's subject or From names it, the document (TIFF or PDF). */
+struct fax_mail {
+    const char *fax_id;   /* [A-Za-z0-9-_.:@], at most 128 */
+    const char *from;     /* the sender's fax number, or NULL */
+    const char *to;       /* the mailbox's address, or NULL */
+    const char *tsi;      /* what the provider says of the sender when no number is found */
+    unsigned char *doc;   /* malloc'd, taken by fax_receive_mail; NULL: no document */
+    size_t doc_len;
+    const char *doc_name;
+    const char *failure;  /* why there is no document */
+};
+/* status 200 (ix_id, case_id, duplicate) or an error status with err; exactly once. */
+typedef void fax_mail_done_fn(void *arg, int status, const char *ix_id, const char *case_id,
+                              bool duplicate, const char *err);
+/* The same path as the webhooks: checked, stored durably, ingested as a fax (external id
+ * "email:<fax_id>"), OCR after. */
+void fax_receive_mail(const struct fax_mail *m, fax_mail_done_fn *done, void *arg);
+
+struct config;
+struct mailbox_conf;
+struct email_msg;
+struct email_ingest_result;
+/* A message from a mailbox with channel = fax, parsed (email_mime.h): its first TIFF or PDF
+ * attachment becomes a fax interaction; cb as email_ingest_raw's. Takes nothing from m. */
+void fax_mail_ingest(const struct config *cfg, const struct mailbox_conf *mb,
+                     const struct email_msg *m,
+                     void (*cb)(const struct email_ingest_result *res, void *arg), void *arg);
+/* The sending number named in a fax-to-email subject or From ("Fax from +49 30 1234567",
+ * "12125551234@fax.example"), E.164-normalised; pattern (POSIX ERE, first group the number)
+ * is tried first when not NULL. malloc'd, or NULL. */
+char *fax_mail_number(const char *subject, const char *from_addr, const char *from_name,
+                      const char *pattern);
+
 int fax_out_start(struct event_base *base, const struct config *cfg, char **err);
 void fax_out_stop(void);
 void fax_out_reload(const struct config *cfg);

@@ -2,7 +2,9 @@
  * stream (outbox:fax, consumer group 'senders': any daemon may send it, and a daemon that
  * dies with a fax in hand leaves it for another); a timer on the loop claims jobs and hands
  * each to the provider's REST API with curl_loop (Phaxio: POST /v2.1/faxes, multipart with
- * the document). A provider error leaves the entry pending, to be claimed again after
+ * the document; Telnyx: POST /v2/faxes, JSON with a media_url: a signed link, valid for
+ * [fax] media_link_ttl seconds, to GET /v1/fax/media/{sha256} on this daemon's public_url,
+ * from which Telnyx fetches the document; the file is read off the loop for it). A provider error leaves the entry pending, to be claimed again after
  * [fax] claim_idle seconds, up to send_attempts; the provider's status callback (Phaxio's
  * "sent" callbacks on POST /v1/fax/phaxio) lands on the case history (fax script). */
 #include "fax.h"
@@ -17,6 +19,7 @@
 #include "omnicc/attachments.h"
 #include "omnicc/config.h"
 #include "omnicc/curl_loop.h"
+#include "omnicc/filestore.h"
 #include "omnicc/http.h"
 #include "omnicc/identity.h"
 #include "omnicc/log.h"
@@ -26,7 +29,9 @@
 static struct {
     const struct config *cfg;
     struct event *timer;
-    char *api_secret;
+    char *api_secret;   /* Phaxio */
+    char *telnyx_key;   /* Telnyx API key */
+    char *media_secret; /* signs the document links */
     char consumer[96];
     int inflight;
     bool claiming;
@@ -113,6 +118,13 @@ struct sending {
     char *resp;
     size_t resp_len;
     curl_mime *mime;
+    struct curl_slist *headers;
+    char *body;
+    bool telnyx;
+    /* Phaxio: the document, read by a file store worker before the request is built */
+    char *state_dir, *doc_sha, *to, *cover, *ct;
+    size_t doc_len;
+    long long max;
 };
 
 static void sending_free(struct sending *s)
@@ -124,6 +136,13 @@ static void sending_free(struct sending *s)
     free(s->resp);
     if (s->mime)
         curl_mime_free(s->mime);
+    curl_slist_free_all(s->headers);
+    free(s->body);
+    free(s->state_dir);
+    free(s->doc_sha);
+    free(s->to);
+    free(s->cover);
+    free(s->ct);
     free(s);
 }
 
@@ -183,13 +202,16 @@ static void sent(CURL *easy, CURLcode result, void *arg)
     else if (json_is_string(idv) && strlen(json_string_value(idv)) < sizeof(pid))
         snprintf(pid, sizeof(pid), "%s", json_string_value(idv));
     const char *msg = json_string_value(json_object_get(res, "message"));
+    if (!msg) /* Telnyx: {"errors": [{"title", "detail"}]} */
+        msg = json_string_value(
+            json_object_get(json_array_get(json_object_get(res, "errors"), 0), "detail"));
     char err[300];
     if (result != CURLE_OK)
         snprintf(err, sizeof(err), "%s", curl_easy_strerror(result));
     else
         snprintf(err, sizeof(err), "HTTP %ld%s%.250s", code, msg ? ": " : "", msg ? msg : "");
     if (result == CURLE_OK && code >= 200 && code < 300 &&
-        json_is_true(json_object_get(res, "success")) && *pid) {
+        (s->telnyx || json_is_true(json_object_get(res, "success"))) && *pid) {
         log_info("fax: %s handed to the provider (id %s)", s->id, pid);
         report(s, "sent", pid, NULL);
     } else if (result == CURLE_OK && code >= 400 && code < 500 && code != 429 && code != 408) {
@@ -202,6 +224,54 @@ static void sent(CURL *easy, CURLcode result, void *arg)
     }
     json_decref(res);
 }
+
+static void common_options(CURL *easy, struct sending *s)
+{
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "omniccd/0.1");
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 120000L);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, s);
+}
+
+/* Telnyx fetches the document itself, from a link to this daemon signed for a while. */
+static void send_telnyx(struct sending *s, const char *to, const char *doc)
+{
+    const struct config *cfg = out.cfg;
+    long long expires = now_ms() / 1000 + cfg->fax_media_link_ttl;
+    char sig[65];
+    fax_media_signature(out.media_secret, doc, expires, sig);
+    const char *base = cfg->fax_public_url;
+    size_t bl = strlen(base);
+    char *media = xasprintf("%.*s/v1/fax/media/%s?expires=%lld&sig=%s",
+                            (int)(bl > 0 && base[bl - 1] == '/' ? bl - 1 : bl), base, doc, expires,
+                            sig);
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "connection_id", cfg->fax_telnyx_connection_id,
+                             "to", to, "from", cfg->fax_telnyx_from, "media_url", media);
+    free(media);
+    s->body = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    char *auth = xasprintf("Authorization: Bearer %s", out.telnyx_key);
+    s->headers = curl_slist_append(NULL, auth);
+    s->headers = curl_slist_append(s->headers, "Content-Type: application/json");
+    free(auth);
+    CURL *easy = curl_easy_init();
+    char *url = xasprintf("%s/v2/faxes", cfg->fax_telnyx_api_base);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    free(url);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, s->body);
+    common_options(easy, s);
+    if (curl_loop_add(easy, sent, s) < 0) {
+        curl_easy_cleanup(easy);
+        report(s, "retry", NULL, "cannot start the request");
+    }
+}
+
+static void phaxio_read(void *arg);
+static void phaxio_read_done(void *arg, bool ran);
+static void send_phaxio(struct sending *s);
 
 static void send_one(const char *entry, const char *job_text)
 {
@@ -216,27 +286,73 @@ static void send_one(const char *entry, const char *job_text)
     const char *cover = json_string_value(json_object_get(job, "cover"));
     s->id = xstrdup(id ? id : "?");
     out.inflight++;
-    size_t len = 0;
-    char *ct = NULL;
-    s->doc = doc ? attachment_get(cfg->state_dir, doc, (size_t)cfg->fax_max_document, &len, &ct,
-                                  NULL)
-                 : NULL;
-    if (!id || !to || !s->doc) {
-        free(ct);
+    const char *provider = json_string_value(json_object_get(job, "provider"));
+    if (provider && strcmp(provider, cfg->fax_outbound) != 0) {
+        /* queued for a provider this daemon does not send with: left pending */
         json_decref(job);
+        out.inflight--;
+        sending_free(s);
+        return;
+    }
+    if (strcmp(cfg->fax_outbound, "telnyx") == 0) {
+        s->telnyx = true;
+        if (!id || !to || !attachment_sha_valid(doc))
+            report(s, "failed", NULL, "the job names no document");
+        else
+            send_telnyx(s, to, doc);
+        json_decref(job);
+        return;
+    }
+    if (!id || !to || !attachment_sha_valid(doc)) {
+        json_decref(job);
+        report(s, "failed", NULL, "the job names no document");
+        return;
+    }
+    s->state_dir = xstrdup(cfg->state_dir);
+    s->doc_sha = xstrdup(doc);
+    s->to = xstrdup(to);
+    s->cover = cover ? xstrdup(cover) : NULL;
+    s->max = cfg->fax_max_document;
+    json_decref(job);
+    if (filestore_run(phaxio_read, phaxio_read_done, s) < 0)
+        report(s, "retry", NULL, "the file store is busy");
+}
+
+/* Worker thread: the document Phaxio gets in the request. */
+static void phaxio_read(void *arg)
+{
+    struct sending *s = arg;
+    s->doc = attachment_get(s->state_dir, s->doc_sha, (size_t)s->max, &s->doc_len, &s->ct, NULL);
+}
+
+static void phaxio_read_done(void *arg, bool ran)
+{
+    struct sending *s = arg;
+    if (!ran || !out.cfg) { /* shutting down: the entry stays pending for the next daemon */
+        sending_free(s);
+        return;
+    }
+    if (!s->doc) {
         report(s, "failed", NULL, "the document is no longer stored");
         return;
     }
+    send_phaxio(s);
+}
+
+static void send_phaxio(struct sending *s)
+{
+    const struct config *cfg = out.cfg;
+    const char *ct = s->ct, *cover = s->cover;
     CURL *easy = curl_easy_init();
     s->mime = curl_mime_init(easy);
     curl_mimepart *p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "to");
-    curl_mime_data(p, to, CURL_ZERO_TERMINATED);
+    curl_mime_data(p, s->to, CURL_ZERO_TERMINATED);
     p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "file");
     curl_mime_filename(p, ct && strcmp(ct, "application/pdf") == 0 ? "fax.pdf" : "fax.tif");
     curl_mime_type(p, ct ? ct : "application/octet-stream");
-    curl_mime_data(p, (const char *)s->doc, len);
+    curl_mime_data(p, (const char *)s->doc, s->doc_len);
     if (cover && *cover) { /* Phaxio prints header_text (50 characters) on every page */
         char head[51];
         snprintf(head, sizeof(head), "%s", cover);
@@ -255,8 +371,6 @@ static void send_one(const char *entry, const char *job_text)
     p = curl_mime_addpart(s->mime);
     curl_mime_name(p, "tag[omnicc]");
     curl_mime_data(p, s->id, CURL_ZERO_TERMINATED);
-    free(ct);
-    json_decref(job);
     char *url = xasprintf("%s/v2.1/faxes", cfg->fax_phaxio_api_base);
     curl_easy_setopt(easy, CURLOPT_URL, url);
     free(url);
@@ -264,12 +378,7 @@ static void send_one(const char *entry, const char *job_text)
     curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
     curl_easy_setopt(easy, CURLOPT_USERNAME, cfg->fax_phaxio_api_key ? cfg->fax_phaxio_api_key : "");
     curl_easy_setopt(easy, CURLOPT_PASSWORD, out.api_secret ? out.api_secret : "");
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, "omniccd/0.1");
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 120000L);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, s);
+    common_options(easy, s);
     if (curl_loop_add(easy, sent, s) < 0) {
         curl_easy_cleanup(easy);
         report(s, "retry", NULL, "cannot start the request");
@@ -316,21 +425,43 @@ static void poll_outbox(evutil_socket_t fd, short what, void *arg)
     free(text);
 }
 
+static int read_one(char **out_secret, const char *path, const char *key, char **err)
+{
+    char *e = NULL;
+    *out_secret = read_secret_file(path, &e);
+    if (!*out_secret) {
+        *err = xasprintf("[fax] %s: %s", key, e);
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
 int fax_out_start(struct event_base *base, const struct config *cfg, char **err)
 {
     out.cfg = cfg;
-    if (strcmp(cfg->fax_outbound, "phaxio") != 0)
+    if (strcmp(cfg->fax_outbound, "phaxio") == 0) {
+        if (!cfg->fax_phaxio_api_key || !cfg->fax_phaxio_api_secret_file) {
+            *err = xstrdup("[fax] outbound = phaxio needs phaxio_api_key and "
+                           "phaxio_api_secret_file");
+            return -1;
+        }
+        if (read_one(&out.api_secret, cfg->fax_phaxio_api_secret_file, "phaxio_api_secret_file",
+                     err) < 0)
+            return -1;
+    } else if (strcmp(cfg->fax_outbound, "telnyx") == 0) {
+        if (!cfg->fax_telnyx_api_key_file || !cfg->fax_telnyx_connection_id ||
+            !cfg->fax_telnyx_from || !cfg->fax_public_url || !cfg->fax_media_secret_file) {
+            *err = xstrdup("[fax] outbound = telnyx needs telnyx_api_key_file, "
+                           "telnyx_connection_id, telnyx_from, public_url and media_secret_file");
+            return -1;
+        }
+        if (read_one(&out.telnyx_key, cfg->fax_telnyx_api_key_file, "telnyx_api_key_file",
+                     err) < 0 ||
+            read_one(&out.media_secret, cfg->fax_media_secret_file, "media_secret_file", err) < 0)
+            return -1;
+    } else {
         return 0;
-    if (!cfg->fax_phaxio_api_key || !cfg->fax_phaxio_api_secret_file) {
-        *err = xstrdup("[fax] outbound = phaxio needs phaxio_api_key and phaxio_api_secret_file");
-        return -1;
-    }
-    char *e = NULL;
-    out.api_secret = read_secret_file(cfg->fax_phaxio_api_secret_file, &e);
-    if (!out.api_secret) {
-        *err = xasprintf("[fax] phaxio_api_secret_file: %s", e);
-        free(e);
-        return -1;
     }
     char host[64] = "";
     gethostname(host, sizeof(host) - 1);
@@ -346,10 +477,74 @@ void fax_out_stop(void)
     if (out.timer)
         event_free(out.timer);
     free(out.api_secret);
+    free(out.telnyx_key);
+    free(out.media_secret);
     memset(&out, 0, sizeof(out));
 }
 
 void fax_out_reload(const struct config *cfg)
 {
     secret_reload(&out.api_secret, cfg->fax_phaxio_api_secret_file, "[fax] phaxio_api_secret_file");
+    secret_reload(&out.telnyx_key, cfg->fax_telnyx_api_key_file, "[fax] telnyx_api_key_file");
+    secret_reload(&out.media_secret, cfg->fax_media_secret_file, "[fax] media_secret_file");
+}
+
+/* ---- GET /v1/fax/media/{sha256}?expires=&sig=: the document of an outbound fax, for the
+ * provider holding a link this daemon signed; read by a file store worker ---- */
+
+struct media_read {
+    struct http_req *r;
+    char *state_dir;
+    char sha[65];
+    long long max;
+    unsigned char *data;
+    size_t len;
+    char *ct;
+};
+
+static void media_read_work(void *arg)
+{
+    struct media_read *m = arg;
+    m->data = attachment_get(m->state_dir, m->sha, (size_t)m->max, &m->len, &m->ct, NULL);
+}
+
+static void media_read_after(void *arg, bool ran)
+{
+    struct media_read *m = arg;
+    if (!ran)
+        http_reply_unavailable(m->r, "shutting down");
+    else if (!m->data)
+        http_reply_error(m->r, 404, "not_found", "no document with that sha256");
+    else
+        http_reply_raw(m->r, 200, m->ct ? m->ct : "application/octet-stream",
+                       (const char *)m->data, m->len);
+    free(m->data);
+    free(m->ct);
+    free(m->state_dir);
+    free(m);
+}
+
+void fax_out_media(struct http_req *r)
+{
+    const char *why = NULL;
+    if (!out.media_secret) {
+        http_reply_error(r, 404, "not_found", "no document links ([fax] outbound = telnyx)");
+        return;
+    }
+    if (!attachment_sha_valid(r->params[0]) ||
+        fax_media_verify(out.media_secret, r->params[0], http_query(r, "expires"),
+                         http_query(r, "sig"), now_ms() / 1000, &why) < 0) {
+        http_reply_error(r, 403, "forbidden", "%s", why ? why : "not a document link");
+        return;
+    }
+    struct media_read *m = xcalloc(1, sizeof(*m));
+    m->r = r;
+    m->state_dir = xstrdup(out.cfg->state_dir);
+    memcpy(m->sha, r->params[0], 65);
+    m->max = out.cfg->fax_max_document;
+    if (filestore_run(media_read_work, media_read_after, m) < 0) {
+        http_reply_unavailable(r, "busy");
+        free(m->state_dir);
+        free(m);
+    }
 }

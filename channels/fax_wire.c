@@ -230,6 +230,48 @@ bool fax_phaxio_valid(const char *token, const char *url, const struct fax_form 
     return secure_equals(want, 40, got, 40);
 }
 
+/* ---- signed document links (outbound faxes: the provider fetches the document) ---- */
+
+void fax_media_signature(const char *secret, const char *sha, long long expires, char out[65])
+{
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "%.64s.%lld", sha, expires);
+    EVP_MAC *mac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *h = EVP_MAC_CTX_new(mac_alg);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    EVP_MAC_init(h, (const unsigned char *)secret, strlen(secret), params);
+    EVP_MAC_update(h, (const unsigned char *)msg, (size_t)n);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    size_t maclen = 0;
+    EVP_MAC_final(h, mac, &maclen, sizeof(mac));
+    EVP_MAC_CTX_free(h);
+    EVP_MAC_free(mac_alg);
+    hex(mac, maclen, out);
+}
+
+int fax_media_verify(const char *secret, const char *sha, const char *expires, const char *sig,
+                     long long now, const char **why)
+{
+    char *end = NULL;
+    long long e = expires && *expires ? strtoll(expires, &end, 10) : 0;
+    if (!secret || !sig || !end || *end || e <= 0) {
+        *why = "missing or malformed expires/sig";
+        return -1;
+    }
+    if (e < now) {
+        *why = "link expired";
+        return -1;
+    }
+    char want[65];
+    fax_media_signature(secret, sha, e, want);
+    if (strlen(sig) != 64 || !secure_equals(want, 64, sig, 64)) {
+        *why = "bad signature";
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- Telnyx ---- */
 
 /* Strict base64 (padding optional); -1 when malformed or larger than max. */

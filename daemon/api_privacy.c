@@ -11,6 +11,7 @@
 #include "omnicc/api.h"
 #include "omnicc/attachments.h"
 #include "omnicc/config.h"
+#include "omnicc/filestore.h"
 #include "omnicc/log.h"
 #include "omnicc/store.h"
 #include "omnicc/util.h"
@@ -57,27 +58,67 @@ static void customer_export(struct http_req *r)
         http_reply_unavailable(r, "Redis not reachable");
 }
 
+/* The erased person's attachment files: unlinked by a file store worker, never the loop. */
+struct erase_files {
+    struct http_req *r;
+    char *state_dir;
+    size_t n;
+    char (*sha)[65];
+    bool *removed;
+};
+
+static void erase_files_work(void *arg)
+{
+    struct erase_files *e = arg;
+    for (size_t i = 0; i < e->n; i++) {
+        char *path = xasprintf("%s/attachments/%.2s/%s", e->state_dir, e->sha[i], e->sha[i]);
+        char *meta = xasprintf("%s.meta", path);
+        e->removed[i] = unlink(path) == 0;
+        unlink(meta);
+        free(path);
+        free(meta);
+    }
+}
+
+static void erase_files_after(void *arg, bool ran)
+{
+    struct erase_files *e = arg;
+    if (!ran) /* the pool stopped first: the daemon is going down, finish here */
+        erase_files_work(e);
+    json_t *removed = json_array();
+    for (size_t i = 0; i < e->n; i++)
+        if (e->removed[i])
+            json_array_append_new(removed, json_string(e->sha[i]));
+    http_reply_json(e->r, 200, json_pack("{s:s,s:b,s:o}", "customer_id", e->r->params[0],
+                                          "erased", 1, "attachments_removed", removed));
+    free(e->state_dir);
+    free(e->sha);
+    free(e->removed);
+    free(e);
+}
+
 static void erase_done(const redisReply *reply, const char *err, void *arg)
 {
     struct http_req *r = arg;
     if (api_reply_script_error(r, err))
         return;
-    const struct config *cfg = api_config();
-    json_t *removed = json_array();
-    for (size_t i = 1; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
+    struct erase_files *e = xcalloc(1, sizeof(*e));
+    e->r = r;
+    e->state_dir = xstrdup(api_config()->state_dir);
+    size_t n = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+    e->sha = xcalloc(n ? n : 1, sizeof(*e->sha));
+    e->removed = xcalloc(n ? n : 1, sizeof(*e->removed));
+    for (size_t i = 1; i < n; i++) {
         const char *sha = reply->element[i]->str;
-        if (!sha || !attachment_sha_valid(sha))
-            continue;
-        char *path = xasprintf("%s/attachments/%.2s/%s", cfg->state_dir, sha, sha);
-        char *meta = xasprintf("%s.meta", path);
-        if (unlink(path) == 0)
-            json_array_append_new(removed, json_string(sha));
-        unlink(meta);
-        free(path);
-        free(meta);
+        if (sha && attachment_sha_valid(sha))
+            memcpy(e->sha[e->n++], sha, 65);
     }
-    http_reply_json(r, 200, json_pack("{s:s,s:b,s:o}", "customer_id", r->params[0], "erased", 1,
-                                       "attachments_removed", removed));
+    /* the erasure is done in Redis and cannot be asked for again (the hashes are gone with
+     * the metadata): when the pool cannot take the job, the files go at once, here */
+    if (filestore_run(erase_files_work, erase_files_after, e) < 0) {
+        log_warn("erase: file store busy: %zu attachment(s) removed on the loop thread", e->n);
+        erase_files_after(e, false);
+    }
 }
 
 static void customer_erase(struct http_req *r)

@@ -1,8 +1,8 @@
 /* attachments.c - the content-addressed attachment store (see attachments.h) and its route,
  * GET /v1/attachments/{sha256}: the admin token, or any agent's token (checked against
- * Redis with one GET on the loop's connection). Files are served as downloads unless they
- * are images or PDF, always with nosniff and a sandboxing CSP: a customer's HTML attachment
- * must never run as the desktop's origin. */
+ * Redis with one GET on the loop's connection); the file is read by a file store worker.
+ * Files are served as downloads unless they are images or PDF, always with nosniff and a
+ * sandboxing CSP: a customer's HTML attachment must never run as the desktop's origin. */
 #include "omnicc/attachments.h"
 
 #include <ctype.h>
@@ -67,15 +67,14 @@ static char *meta_text(const char *content_type, const char *filename)
     return text;
 }
 
-/* Not fsynced: this runs on the event loop (an agent's reply attachments), where one fsync
- * stalls every request behind a busy disk. Received documents, which a provider is told are
- * stored, go through attachment_put_async (filestore.c: fsynced, off the loop) instead. */
+/* Durable, and so blocking on the disk: for code already on a worker thread (the reply
+ * attachments' filestore_run job). */
 int attachment_put(const char *state_dir, const void *data, size_t len, const char *sha_hex,
                    const char *content_type, const char *filename, char sha_out[65], char **err)
 {
     char *text = meta_text(content_type, filename);
     char *root = xasprintf("%s/attachments", state_dir);
-    int rc = filestore_write(root, data, len, sha_hex, text, false, sha_out, err);
+    int rc = filestore_write(root, data, len, sha_hex, text, true, sha_out, err);
     free(root);
     free(text);
     return rc;
@@ -164,33 +163,65 @@ static bool shown_inline(const char *ct)
     return false;
 }
 
+/* The file is read by a file store worker (filestore_run), never the loop thread. */
+struct serving {
+    struct http_req *r;
+    char *state_dir;
+    char sha[65];
+    unsigned char *data;
+    size_t len;
+    char *ct, *fname;
+};
+
+static void serve_read(void *arg)
+{
+    struct serving *s = arg;
+    s->data = attachment_get(s->state_dir, s->sha, SERVE_MAX, &s->len, &s->ct, &s->fname);
+}
+
+static void serve_reply(void *arg, bool ran)
+{
+    struct serving *s = arg;
+    struct http_req *r = s->r;
+    if (!ran) {
+        http_reply_unavailable(r, "shutting down");
+    } else if (!s->data) {
+        http_reply_error(r, 404, "not_found", "no attachment with that sha256");
+    } else {
+        bool inl = shown_inline(s->ct);
+        if (r->req) {
+            struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+            /* RFC 5987: the name percent-encoded, so no byte of it can break the header */
+            char *enc = evhttp_uriencode(s->fname ? s->fname : s->sha, -1, 0);
+            char *disp = xasprintf("%s; filename*=UTF-8''%s", inl ? "inline" : "attachment",
+                                   enc ? enc : s->sha);
+            evhttp_add_header(h, "Content-Disposition", disp);
+            evhttp_add_header(h, "Content-Security-Policy", "default-src 'none'; sandbox");
+            evhttp_add_header(h, "ETag", s->sha);
+            free(disp);
+            free(enc);
+        }
+        http_reply_raw(r, 200, inl ? s->ct : "application/octet-stream", (const char *)s->data,
+                       s->len);
+    }
+    free(s->data);
+    free(s->ct);
+    free(s->fname);
+    free(s->state_dir);
+    free(s);
+}
+
 static void serve(struct http_req *r)
 {
-    const char *sha = r->params[0];
-    size_t len = 0;
-    char *ct = NULL, *fname = NULL;
-    unsigned char *data = attachment_get(api_config()->state_dir, sha, SERVE_MAX, &len, &ct, &fname);
-    if (!data) {
-        http_reply_error(r, 404, "not_found", "no attachment with that sha256");
-        return;
+    struct serving *s = xcalloc(1, sizeof(*s));
+    s->r = r;
+    s->state_dir = xstrdup(api_config()->state_dir);
+    memcpy(s->sha, r->params[0], 65);
+    if (filestore_run(serve_read, serve_reply, s) < 0) {
+        http_reply_unavailable(r, "the file store is busy");
+        free(s->state_dir);
+        free(s);
     }
-    bool inl = shown_inline(ct);
-    if (r->req) {
-        struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-        /* RFC 5987: the name percent-encoded, so no byte of it can break the header */
-        char *enc = evhttp_uriencode(fname ? fname : sha, -1, 0);
-        char *disp = xasprintf("%s; filename*=UTF-8''%s", inl ? "inline" : "attachment",
-                               enc ? enc : sha);
-        evhttp_add_header(h, "Content-Disposition", disp);
-        evhttp_add_header(h, "Content-Security-Policy", "default-src 'none'; sandbox");
-        evhttp_add_header(h, "ETag", sha);
-        free(disp);
-        free(enc);
-    }
-    http_reply_raw(r, 200, inl ? ct : "application/octet-stream", (const char *)data, len);
-    free(data);
-    free(ct);
-    free(fname);
 }
 
 static void token_checked(const redisReply *reply, const char *err, void *arg)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <regex.h>
 #include <string.h>
 
 #include "omnicc/identity.h"
@@ -324,7 +325,7 @@ static const struct cfg_key cfg_keys[] = {
      "Faxes waiting for OCR; beyond, a fax is routed without it."},
     {"fax", "ocr_languages", CFG_STR, C(fax_ocr_languages), 3, 64, "spa+eng", NULL,
      "Tesseract languages (packages tesseract-ocr-spa, tesseract-ocr-eng ...)."},
-    {"fax", "outbound", CFG_CHOICE, C(fax_outbound), 0, 0, "none", "|none|phaxio|",
+    {"fax", "outbound", CFG_CHOICE, C(fax_outbound), 0, 0, "none", "|none|phaxio|telnyx|",
      "Provider that sends faxes (POST /v1/interactions/{id}/fax); none: that answers 404."},
     {"fax", "phaxio_api_base", CFG_STR, C(fax_phaxio_api_base), 1, 512, "https://api.phaxio.com",
      NULL, "Phaxio REST API base URL."},
@@ -332,6 +333,22 @@ static const struct cfg_key cfg_keys[] = {
      "Phaxio API key (with outbound = phaxio)."},
     {"fax", "phaxio_api_secret_file", CFG_STR, C(fax_phaxio_api_secret_file), 1, 1024, NULL, NULL,
      "File holding the Phaxio API secret (re-read on SIGHUP)."},
+    {"fax", "telnyx_api_base", CFG_STR, C(fax_telnyx_api_base), 1, 512, "https://api.telnyx.com",
+     NULL, "Telnyx REST API base URL."},
+    {"fax", "telnyx_api_key_file", CFG_STR, C(fax_telnyx_api_key_file), 1, 1024, NULL, NULL,
+     "File holding the Telnyx API key (with outbound = telnyx; re-read on SIGHUP)."},
+    {"fax", "telnyx_connection_id", CFG_STR, C(fax_telnyx_connection_id), 1, 128, NULL, NULL,
+     "The Telnyx fax application (connection) faxes are sent with."},
+    {"fax", "telnyx_from", CFG_STR, C(fax_telnyx_from), 3, 32, NULL, NULL,
+     "The insurer's fax number faxes are sent from (E.164, a number of that connection)."},
+    {"fax", "public_url", CFG_STR, C(fax_public_url), 8, 512, NULL, NULL,
+     "Base URL at which the provider reaches this daemon (https://cc.insurer.example): Telnyx "
+     "fetches each document from a signed, expiring link under it."},
+    {"fax", "media_secret_file", CFG_STR, C(fax_media_secret_file), 1, 1024, NULL, NULL,
+     "File holding the key the document links are signed with (HMAC-SHA256; the same on "
+     "every daemon)."},
+    {"fax", "media_link_ttl", CFG_INT, C(fax_media_link_ttl), 60, 86400, "3600", NULL,
+     "Seconds a document link given to the provider stays valid."},
     {"fax", "send_attempts", CFG_INT, C(fax_send_attempts), 1, 100, "5", NULL,
      "Attempts to hand a fax to the provider before it is recorded as failed."},
     {"fax", "claim_idle", CFG_INT, C(fax_claim_idle), 1, 86400, "60", NULL,
@@ -399,6 +416,13 @@ static const struct cfg_key cfg_keys[] = {
      "Thank you for your message. We have opened case {case} and will answer soon. Please keep "
      "[#{case}] in the subject of any reply.", NULL,
      "Text of the acknowledgement; {case} becomes the case id."},
+    {"mailbox", "channel", CFG_CHOICE, M(channel), 0, 0, "email", "|email|fax|",
+     "fax: a fax-to-email mailbox: each message is a fax interaction, its TIFF/PDF attachment "
+     "the document (docs/FAX.md)."},
+    {"mailbox", "fax_number_regex", CFG_STR, M(fax_number_regex), 1, 512, NULL, NULL,
+     "channel = fax: POSIX extended regex (case-insensitive) over the subject, a newline and "
+     "the From (Name <address>); its first group is the sending number. Tried before the "
+     "built-in patterns."},
 };
 
 /* Line each key of the unnamed sections was last set on, for errors found after parsing. */
@@ -854,6 +878,21 @@ static int check_email(const char *path, struct config *cfg, char **err)
         }
         if (!m->address && strchr(m->user, '@'))
             m->address = xstrdup(m->user);
+        regex_t re;
+        if (m->fax_number_regex) {
+            if (regcomp(&re, m->fax_number_regex, REG_EXTENDED | REG_ICASE) != 0) {
+                *err = xasprintf("%s:%d: fax_number_regex: not a POSIX extended regex", path,
+                                 m->line);
+                return -1;
+            }
+            size_t groups = re.re_nsub;
+            regfree(&re);
+            if (groups < 1) {
+                *err = xasprintf("%s:%d: fax_number_regex: needs a (group) around the number",
+                                 path, m->line);
+                return -1;
+            }
+        }
     }
     return 0;
 }

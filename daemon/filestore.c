@@ -28,6 +28,9 @@ struct job {
     bool have_sha;
     char *err;
     filestore_done_fn *done;
+    filestore_work_fn *work; /* a job of filestore_run: work, then after */
+    filestore_after_fn *after;
+    bool ran;
     void *arg;
 };
 
@@ -130,7 +133,7 @@ int filestore_write(const char *root, const void *data, size_t len, const char *
         *err = xasprintf("cannot create %s: %s", dir, strerror(errno));
         rc = -1;
     } else if (stat(path, &st) == 0 && (size_t)st.st_size == len) {
-        /* already stored under its name, perhaps by attachment_put (not fsynced) or by a
+        /* already stored under its name, perhaps by a non-durable write (tests) or by a
          * writer that crashed before its directory fsync: both fsyncs are repeated */
         int fd = durable ? open(path, O_RDONLY | O_CLOEXEC) : -1;
         if (durable && (fd < 0 || fsync(fd) < 0)) {
@@ -186,8 +189,13 @@ static void *worker(void *unused)
             pool.tail = NULL;
         pthread_mutex_unlock(&pool.mu);
         j->next = NULL;
-        filestore_write(j->root, j->data, j->len, j->have_sha ? j->sha : NULL, j->meta, true,
-                        j->sha, &j->err);
+        if (j->work) {
+            j->work(j->arg);
+            j->ran = true;
+        } else {
+            filestore_write(j->root, j->data, j->len, j->have_sha ? j->sha : NULL, j->meta,
+                            true, j->sha, &j->err);
+        }
         pthread_mutex_lock(&pool.mu);
         if (pool.done_tail)
             pool.done_tail->next = j;
@@ -215,7 +223,10 @@ static void run_done(void)
         pthread_mutex_lock(&pool.mu);
         pool.queued--;
         pthread_mutex_unlock(&pool.mu);
-        j->done(j->arg, j->sha, j->err);
+        if (j->work)
+            j->after(j->arg, j->ran);
+        else
+            j->done(j->arg, j->sha, j->err);
         job_free(j);
     }
 }
@@ -263,16 +274,33 @@ bool filestore_running(void)
     return pool.running;
 }
 
-int filestore_put(const char *root, const void *data, size_t len, const char *sha_hex,
-                  const char *meta, filestore_done_fn *done, void *arg)
+/* Queue j, or free it and return -1 when the pool is stopped or full. */
+static int enqueue(struct job *j)
 {
-    if (!pool.running)
+    if (!pool.running) {
+        job_free(j);
         return -1;
+    }
     pthread_mutex_lock(&pool.mu);
     if (pool.queued >= pool.queue_max) {
         pthread_mutex_unlock(&pool.mu);
+        job_free(j);
         return -1;
     }
+    if (pool.tail)
+        pool.tail->next = j;
+    else
+        pool.head = j;
+    pool.tail = j;
+    pool.queued++;
+    pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    return 0;
+}
+
+int filestore_put(const char *root, const void *data, size_t len, const char *sha_hex,
+                  const char *meta, filestore_done_fn *done, void *arg)
+{
     struct job *j = xcalloc(1, sizeof(*j));
     j->root = xstrdup(root);
     j->meta = meta ? xstrdup(meta) : NULL;
@@ -284,15 +312,16 @@ int filestore_put(const char *root, const void *data, size_t len, const char *sh
     }
     j->done = done;
     j->arg = arg;
-    if (pool.tail)
-        pool.tail->next = j;
-    else
-        pool.head = j;
-    pool.tail = j;
-    pool.queued++;
-    pthread_cond_signal(&pool.cv);
-    pthread_mutex_unlock(&pool.mu);
-    return 0;
+    return enqueue(j);
+}
+
+int filestore_run(filestore_work_fn *work, filestore_after_fn *after, void *arg)
+{
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->work = work;
+    j->after = after;
+    j->arg = arg;
+    return enqueue(j);
 }
 
 void filestore_stop(void)

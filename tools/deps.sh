@@ -5,7 +5,7 @@ set -eu
 PKGS="meson ninja-build pkg-config gcc libc6-dev
   libevent-dev libhiredis-dev libcurl4-openssl-dev libesmtp-dev libjansson-dev libssl-dev
   libsystemd-dev libcmocka-dev redis-server redis-tools python3 python3-redis wrk curl
-  libgmime-3.0-dev
+  libgmime-3.0-dev libxml2-dev
   libncurses-dev openssl
   libtiff-dev libtesseract-dev tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng"
 # The browser tests (suite 'browser'): Debian's chromium, and node/npm for playwright-core
@@ -15,6 +15,8 @@ if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS chromium fonts-dejavu-core"
   # the email tests: a real IMAP server and a scriptable SMTP server
   PKGS="$PKGS dovecot-imapd python3-aiosmtpd"
+  # strace: the reply-attachment test proves which thread writes and fsyncs the files
+  PKGS="$PKGS strace"
   # the branch tests: the teller terminal driven under tmux (iproute2: network namespaces
   # for cutting a terminal's link by hand, see docs/BRANCH.md)
   PKGS="$PKGS tmux iproute2"

@@ -25,5 +25,6 @@ end
 history_add(o.case, now, {'type', etype, 'interaction', o.interaction or '', 'message_id', d.original,
                           'recipient', d.recipient or '', 'action', action, 'status', d.status or '',
                           'diagnostic', d.diagnostic or ''})
-emit(now, etype, nil, {case = o.case, message_id = d.original, status = d.status, recipient = d.recipient})
+-- no recipient in the live events stream: it is an address (the case history has it)
+emit(now, etype, nil, {case = o.case, message_id = d.original, status = d.status})
 return {'matched', o.case}

@@ -85,6 +85,7 @@ if a.mode == 'transcript' then
   redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id, 'to', to,
              'status', 'queued', 'kind', 'transcript', 'created_at', now, 'attempts', 0)
   local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', cjson.encode(job))
+redis.call('HSET', B .. 'msgout:' .. mid, 'entry', entry) -- erase.lua withdraws it unsent
   history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
                              'to', to, 'subject', subject, 'by', 'auto', 'text', 'chat transcript'})
   emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
@@ -155,6 +156,7 @@ redis.call('SET', B .. 'msgid:' .. mid, case_id)
 redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id, 'to', to,
            'status', 'queued', 'kind', a.mode, 'created_at', now, 'attempts', 0)
 local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', text)
+redis.call('HSET', B .. 'msgout:' .. mid, 'entry', entry) -- erase.lua withdraws it unsent
 local hist = {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
               'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
               'text', string.sub(a.body or '', 1, 4000)}

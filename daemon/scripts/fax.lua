@@ -71,7 +71,8 @@ if op == 'send' then
   local job = cjson.encode({id = id, interaction = a.ix, case = ix.case_id, to = a.to,
                             document = a.document, cover = a.cover or '', provider = a.provider})
   redis.pcall('XGROUP', 'CREATE', OUT, 'senders', '0', 'MKSTREAM')
-  redis.call('XADD', OUT, '*', 'job', job)
+  local entry = redis.call('XADD', OUT, '*', 'job', job)
+  redis.call('HSET', B .. 'faxout:' .. id, 'entry', entry) -- erase.lua withdraws it unsent
   history_add(ix.case_id, now, {'type', 'fax.queued', 'interaction', a.ix, 'fax', id, 'to', a.to,
                                 'document', a.document})
   return cjson.encode({id = id, case = ix.case_id, status = 'queued'})
@@ -262,7 +263,9 @@ history_add(new_case, now, {'type', 'fax.ocr', 'interaction', a.ix, 'source', 'o
                             'found', cjson.encode(found), 'matched', matched or '',
                             'chars', tostring(#(a.text or '')),
                             'cpu_ms', tostring(a.cpu_ms or 0)})
+-- the live events stream is kept for days and read by every desktop: it names what kind of
+-- identifier matched, never its value (the case history has it, and erasure clears it there)
 emit(now, 'fax.ocr', nil, {interaction = a.ix, case = new_case, customer = new_cust,
-                           matched = matched, moved = moved})
+                           matched = matched and string.match(matched, '^[^:]+') or nil, moved = moved})
 return cjson.encode({case = new_case, customer = new_cust, matched = matched or '',
                      moved = moved, linked = target ~= nil})

@@ -15,11 +15,8 @@
 /* Store data under its sha256 (hex, computed by the caller or NULL to compute it here, then
  * written to sha_out if given). A sidecar keeps the first content type and filename seen
  * (none when both are NULL: one file per message is what an inbox of raw messages costs).
- * Written to a temporary file and renamed: a file under its name is complete (not fsynced:
- * see attachments.c). Blocks on the disk: for paths that cannot wait for a callback (an
- * agent's reply attachments); what a provider is told is stored goes through
- * attachment_put_async.
- * 0, or -1 with *err. */
+ * Durably (temporary file, fsync, rename, directory fsync) on the calling thread: for worker
+ * threads only (filestore_run), never the loop. 0, or -1 with *err. */
 int attachment_put(const char *state_dir, const void *data, size_t len, const char *sha_hex,
                    const char *content_type, const char *filename, char sha_out[65], char **err);
 

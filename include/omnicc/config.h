@@ -78,6 +78,8 @@ struct mailbox_conf {
     char *ack_reply;        /* no | yes: acknowledge new cases automatically */
     int ack_rate_seconds;   /* at most one acknowledgement per sender per this long */
     char *ack_text;         /* {case} is replaced by the case id */
+    char *channel;          /* email | fax (fax-to-email: channels/fax_mail.c) */
+    char *fax_number_regex; /* channel = fax: the sender's number, first group */
     char *password;         /* derived: from password_file */
     int line;
 };
@@ -211,7 +213,10 @@ struct config {
     char *fax_ocr;                      /* yes | no */
     int fax_ocr_workers, fax_ocr_queue;
     char *fax_ocr_languages;
-    char *fax_outbound;                 /* none | phaxio */
+    char *fax_outbound;                 /* none | phaxio | telnyx */
+    char *fax_telnyx_api_base, *fax_telnyx_api_key_file, *fax_telnyx_connection_id;
+    char *fax_telnyx_from, *fax_public_url, *fax_media_secret_file;
+    int fax_media_link_ttl;
     char *fax_phaxio_api_base, *fax_phaxio_api_key, *fax_phaxio_api_secret_file;
     int fax_send_attempts, fax_claim_idle, fax_outbox_poll_ms, fax_send_concurrency;
 

@@ -33,9 +33,18 @@ bool filestore_running(void);
 int filestore_put(const char *root, const void *data, size_t len, const char *sha_hex,
                   const char *meta, filestore_done_fn *done, void *arg);
 
+/* Any other file-system work on the same workers and under the same queue bound (an agent's
+ * reply attachments: several documents checked and written as one job). work(arg) runs on a
+ * worker thread and may touch only the file system and arg; after(arg, ran) then runs
+ * exactly once on the loop thread, ran false when the pool stopped before work ran. 0, or
+ * -1 (neither called) when the pool is not running or its queue is full. */
+typedef void filestore_work_fn(void *arg);
+typedef void filestore_after_fn(void *arg, bool ran);
+int filestore_run(filestore_work_fn *work, filestore_after_fn *after, void *arg);
+
 /* The same write, synchronously, on the calling thread. durable: fsync the file and the
  * directory (workers, tests, tools: never on the loop thread); not durable: temporary file
- * and rename only (attachment_put, on the loop). 0, or -1 with *err. sha_out (may be NULL)
+ * and rename only (tests). 0, or -1 with *err. sha_out (may be NULL)
  * gets the name. */
 int filestore_write(const char *root, const void *data, size_t len, const char *sha_hex,
                     const char *meta, bool durable, char sha_out[65], char **err);

@@ -879,5 +879,136 @@ class DataRightsTest(Reports, harness.TestCase):
         self.assertEqual(st, 404)
 
 
+class ChannelDataRightsTest(Reports, harness.TestCase):
+    """Erasure covers what the email and fax channels keep beside the interactions: the
+    threading index (msgid:), outbound messages (msgout:) and faxes (faxout:, faxprov:),
+    the acknowledgement rate limit keyed by the address (ackrl:), Message-ID idempotency
+    keys, OCR text, and jobs not yet sent on both outboxes (the SMTP relay and the fax
+    provider here are ports nobody listens on, so everything stays queued). Afterwards no key
+    in Redis, by name or content, holds anything of the person."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_fax import GATEWAY_SECRET
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-test-')
+        files = {'inbound.token': 'inbound-token-erase-0123456789', 'imap.pw': 'secret',
+                 'gateway.secret': GATEWAY_SECRET, 'phaxio.secret': 'api-secret'}
+        for name, value in files.items():
+            with open(os.path.join(cls.tmp, name), 'w') as f:
+                f.write(value + '\n')
+        closed = harness.free_port()
+        p = lambda n: os.path.join(cls.tmp, n)
+        cls.extra_config = CONFIG + (
+            '[email]\ninbound_token_file = %s\nfrom_address = claims@insurer.example\n'
+            'smtp_url = smtp://127.0.0.1:%d\nsmtp_starttls = no\nretry_base = 60\n'
+            'outbox_poll_ms = 100\n'
+            '[mailbox claims]\nurl = imap://127.0.0.1:%d/INBOX\nuser = claims\n'
+            'password_file = %s\nstarttls = no\npoll_interval = 3600\n'
+            'address = claims@insurer.example\nack_reply = yes\n'
+            '[mailbox faxes]\nurl = imap://127.0.0.1:%d/INBOX\nuser = faxes\n'
+            'password_file = %s\nstarttls = no\npoll_interval = 3600\nchannel = fax\n'
+            'address = faxes@insurer.example\n'
+            '[fax]\ngateway_secret_file = %s\nocr_workers = 1\noutbound = phaxio\n'
+            'phaxio_api_base = http://127.0.0.1:%d\nphaxio_api_key = k\n'
+            'phaxio_api_secret_file = %s\nclaim_idle = 3600\noutbox_poll_ms = 100\n'
+            % (p('inbound.token'), closed, closed, p('imap.pw'), closed, p('imap.pw'),
+               p('gateway.secret'), closed, p('phaxio.secret')))
+        cls.redis = harness.RedisServer(cls.tmp)
+        cls.d = harness.Omniccd(cls.tmp, cls.redis.url, cls.extra_config)
+
+    def inbound(self, raw, mailbox):
+        st, out, _ = self.d.request('POST', '/v1/email/inbound?mailbox=' + mailbox, raw,
+                                    auth=False, content_type='message/rfc822', headers={
+                                        'Authorization': 'Bearer inbound-token-erase-0123456789'})
+        self.assertEqual(st, 202, out)
+        return out
+
+    def all_of_redis(self):
+        """Every key's name and content, as text."""
+        out = []
+        for k in self.redis.raw('KEYS', '*'):
+            t = self.redis.cli('TYPE', k)
+            cmd = {'string': ('GET', k), 'hash': ('HGETALL', k), 'list': ('LRANGE', k, 0, -1),
+                   'set': ('SMEMBERS', k), 'zset': ('ZRANGE', k, 0, -1),
+                   'stream': ('XRANGE', k, '-', '+')}.get(t)
+            out += [k + ' ' + v for v in (self.redis.raw(*cmd) if cmd else [])] or [k + ' ']
+        return '\n'.join(out)
+
+    def test_erase_covers_email_and_fax_keys(self):
+        from email.message import EmailMessage
+        from test_fax import fax_pages, gateway_headers, multipart
+        self.d.post('/v1/customers/import', json.dumps(
+            {'id': 'H-77', 'name': 'Ida Mailfax', 'phones': ['600777333'],
+             'emails': ['ida.mailfax@example.org'], 'policies': ['PL-2024-007733'],
+             'annual_premium': 900, 'tenure_years': 3, 'claims_last_3y': 0}) + '\n',
+            content_type='application/x-ndjson')
+        # an email, acknowledged automatically (ackrl:), answered by an agent (msgout:, msgid:)
+        m = EmailMessage()
+        m['From'] = 'Ida Mailfax <ida.mailfax@example.org>'
+        m['To'] = 'claims@insurer.example'
+        m['Subject'] = 'Water damage'
+        m['Message-ID'] = '<ida-mailfax-1@idas-laptop.example.org>'
+        m.set_content('My kitchen is flooded. Ida Mailfax, PL-2024-007733')
+        mail = self.inbound(m.as_bytes(), 'claims')
+        st, rep, _ = self.d.post('/v1/interactions/%s/reply' % mail['id'],
+                                 {'body': 'Dear Ida Mailfax, we are on it.'})
+        self.assertEqual(st, 202, rep)
+        mid = rep['message_id']
+        # a fax from her number through a gateway; OCR reads her name on the cover sheet
+        cover = fax_pages(self.tmp, [['FAX', 'From: Ida Mailfax', 'Policy PL-2024-007733']])
+        body, ctype = multipart([('gateway_id', 'erase-' + self.ext()), ('from', '+34600777333'),
+                                 ('tsi', 'IDA MAILFAX HOME')],
+                                [('file', 'fax.tif', 'image/tiff', cover)])
+        st, fx, _ = self.d.post('/v1/fax/inbound', body, auth=False, content_type=ctype,
+                                headers=gateway_headers(body))
+        self.assertEqual(st, 200, fx)
+        harness.wait_for(lambda: self.d.get('/v1/interactions/' + fx['interaction'])[1]
+                         .get('ocr_at'), 90, 'OCR')
+        self.assertIn('Mailfax', self.d.get('/v1/interactions/' + fx['interaction'])[1]['ocr_text'])
+        # a fax back to her, waiting for the provider (faxout:, outbox:fax)
+        st, out, _ = self.d.post('/v1/interactions/%s/fax' % fx['interaction'],
+                                 {'to': '+34 600 777 333', 'document': fx['document']})
+        self.assertEqual(st, 202, out)
+        # a fax-to-email message from her number (idem:fax:email:<Message-ID>)
+        m2 = EmailMessage()
+        m2['From'] = 'noreply@fax.example.net'
+        m2['To'] = 'faxes@insurer.example'
+        m2['Subject'] = 'Fax from +34 600 777 333'
+        m2['Message-ID'] = '<fax-for-ida-mailfax@idas-home.example.org>'
+        m2.set_content('fax attached')
+        m2.add_attachment(cover, maintype='image', subtype='tiff', filename='fax.tif')
+        fm = self.inbound(m2.as_bytes(), 'faxes')
+        st, fmix, _ = self.d.get('/v1/interactions/' + fm['id'])
+        self.assertEqual(fmix['channel'], 'fax')
+        self.assertEqual(fmix['customer_id'], mail['customer_id'])
+        cid = mail['customer_id']
+        self.assertEqual(self.d.get('/v1/interactions/' + fx['interaction'])[1]['customer_id'], cid)
+        before = self.all_of_redis()
+        for k in ('msgid:<ida-mailfax-1@idas-laptop.example.org>', 'msgid:' + mid,
+                  'msgout:' + mid, 'ackrl:ida.mailfax@example.org',
+                  'idem:email:<ida-mailfax-1@idas-laptop.example.org>',
+                  'idem:fax:email:fax-for-ida-mailfax@idas-home.example.org', 'faxout:' + out['id']):
+            self.assertIn(BASE + k + ' ', before)
+        self.assertIn('Dear Ida Mailfax', before)  # the reply job, not yet sent
+
+        st, er, _ = self.d.post('/v1/customers/%s/erase' % cid, {'reason': 'GDPR art. 17'})
+        self.assertEqual(st, 200, er)
+        after = self.all_of_redis()
+        for needle in ('ida', 'Ida', 'IDA', 'Mailfax', 'mailfax', '600777333', '600 777 333',
+                       'PL-2024-007733', 'flooded'):
+            lines = [l for l in after.splitlines() if needle in l]
+            self.assertEqual(lines, [], needle)
+        for k in ('msgout:' + mid, 'msgid:' + mid, 'faxout:' + out['id']):
+            self.assertNotIn(BASE + k + ' ', after)
+        self.assertEqual(self.redis.raw('XLEN', BASE + 'outbox:email'), ['0'])
+        self.assertEqual(self.redis.raw('ZCARD', BASE + 'outbox:email:retry'), ['0'])
+        self.assertEqual(self.redis.raw('XLEN', BASE + 'outbox:fax'), ['0'])
+        self.assertEqual(self.redis.raw('XPENDING', BASE + 'outbox:fax', 'senders')[0], '0')
+        # the same mail again is a new contact of an unknown person, not her old interaction
+        again = self.inbound(m.as_bytes(), 'claims')
+        self.assertNotEqual(again['id'], mail['id'])
+        self.assertNotEqual(again['customer_id'], cid)
+
+
 if __name__ == '__main__':
     unittest.main()

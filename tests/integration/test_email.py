@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import unittest
@@ -522,6 +523,148 @@ class SenderKilledMidSendTest(EmailCase):
         self.assertEqual(len(delivered), 1)
         sent = [h for h in self.history(a['case_id']) if h['type'] == 'email.sent']
         self.assertEqual(len(sent), 1)
+
+
+class ReplyAttachmentStorageTest(EmailCase):
+    """An agent's reply attachments are on disk durably before the 202, written by a worker
+    thread and never by the loop: the daemon's system calls are recorded with strace while
+    one reply is sent. A storage failure answers 503 and queues nothing; a bad attachment
+    answers 400 and stores nothing."""
+    with_dovecot = False
+
+    def attachment_path(self, sha):
+        return os.path.join(self.d.state_dir, 'attachments', sha[:2], sha)
+
+    def jobs_queued(self):
+        """Entries ever added to the outbox stream (sent ones are deleted from it)."""
+        info = self.redis.raw('XINFO', 'STREAM', self.key('outbox:email'))
+        return int(info[info.index('entries-added') + 1]) if 'entries-added' in info else 0
+
+    @unittest.skipUnless(shutil.which('strace'), 'strace not installed')
+    def test_written_and_fsynced_by_a_worker_before_the_answer(self):
+        st, a, _ = self.inbound(message('fs@customer.example', 'Docs', 'send', msgid('fs')))
+        self.assertEqual(st, 202, a)
+        doc = os.urandom(4096)
+        sha = hashlib.sha256(doc).hexdigest()
+        trace = os.path.join(self.tmp, 'reply.strace')
+        pid = self.d.proc.pid
+        tracer = subprocess.Popen(['strace', '-f', '-ttt', '-s', '24', '-p', str(pid), '-o', trace,
+                                   '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2,'
+                                   'write,writev,sendto,sendmsg'],
+                                  stderr=subprocess.PIPE)
+        try:
+            # "Process N attached with M threads": every thread is traced from here on
+            line = tracer.stderr.readline()
+            self.assertIn(b'attached', line)
+            mid = self.reply(a['id'], 'Here it is.', attachments=[{
+                'filename': 'poliza.pdf', 'content_type': 'application/pdf',
+                'content_base64': base64.b64encode(doc).decode()}])
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(10)
+            tracer.stderr.close()
+        with open(self.attachment_path(sha), 'rb') as f:
+            self.assertEqual(f.read(), doc)
+        calls = []  # (time, thread, call, line)
+        with open(trace, errors='replace') as f:
+            lines = f.readlines()
+        for line in lines:
+            parts = line.split(None, 2)
+            if len(parts) == 3 and '(' in parts[2]:
+                calls.append((float(parts[1]), int(parts[0]), parts[2].split('(')[0], parts[2]))
+        renames = [c for c in calls if c[2].startswith('rename') and (sha + '"') in c[3]]
+        self.assertEqual(len(renames), 1, renames)
+        t_rename, worker = renames[0][0], renames[0][1]
+        self.assertNotEqual(worker, pid, 'the loop thread wrote the attachment')
+        mine = [c for c in calls if c[1] == worker and c[2] in ('fsync', 'fdatasync')]
+        self.assertTrue([c for c in mine if c[0] <= t_rename], 'file not fsynced before rename')
+        dir_sync = [c for c in mine if c[0] >= t_rename]
+        self.assertTrue(dir_sync, 'directory not fsynced after rename')
+        answers = [c for c in calls if c[1] == pid and 'HTTP/1.1 202' in c[3]]
+        self.assertTrue(answers, 'no 202 seen')
+        self.assertLess(dir_sync[0][0], answers[-1][0], 'answered before the file was durable')
+        self.assertFalse([c for c in calls if c[1] == pid and c[2] in ('fsync', 'fdatasync')],
+                         'the loop thread fsynced')
+        sent = self.received(mid)
+        self.assertEqual([p.get_content() for p in sent.iter_attachments()], [doc])
+
+    @unittest.skipUnless(shutil.which('strace'), 'strace not installed')
+    def test_served_by_a_worker_not_the_loop(self):
+        st, a, _ = self.inbound(message('sv@customer.example', 'Docs', 'send', msgid('sv')))
+        self.assertEqual(st, 202, a)
+        doc = os.urandom(2048)
+        sha = hashlib.sha256(doc).hexdigest()
+        self.reply(a['id'], 'x', attachments=[{'filename': 'd.bin',
+                                                'content_base64': base64.b64encode(doc).decode()}])
+        trace = os.path.join(self.tmp, 'serve.strace')
+        pid = self.d.proc.pid
+        tracer = subprocess.Popen(['strace', '-f', '-p', str(pid), '-o', trace, '-e',
+                                   'trace=open,openat'], stderr=subprocess.PIPE)
+        try:
+            self.assertIn(b'attached', tracer.stderr.readline())
+            st, data, _ = self.d.request('GET', '/v1/attachments/' + sha, raw=True)
+            self.assertEqual((st, data), (200, doc))
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(10)
+            tracer.stderr.close()
+        with open(trace, errors='replace') as f:
+            opens = [line.split(None, 1) for line in f if self.attachment_path(sha) + '"' in line]
+        self.assertTrue(opens, 'the file was not opened')
+        self.assertNotIn(str(pid), [o[0] for o in opens], 'the loop thread read the file')
+
+    def test_storage_failure_is_503_and_queues_nothing(self):
+        st, a, _ = self.inbound(message('sf@customer.example', 'Docs', 'send', msgid('sf')))
+        self.assertEqual(st, 202, a)
+        doc = b'cannot be stored ' + os.urandom(16)
+        sha = hashlib.sha256(doc).hexdigest()
+        # a file where the attachment's directory must go: mkdir fails, as on a broken disk
+        blocker = os.path.join(self.d.state_dir, 'attachments', sha[:2])
+        os.makedirs(os.path.dirname(blocker), exist_ok=True)
+        if os.path.isdir(blocker):
+            self.skipTest('directory %s already exists' % sha[:2])
+        open(blocker, 'w').close()
+        try:
+            before = self.jobs_queued()
+            st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], {
+                'body': 'x', 'attachments': [{'filename': 'a.bin',
+                                              'content_base64': base64.b64encode(doc).decode()}]})
+            self.assertEqual(st, 503, out)
+            self.assertEqual(self.jobs_queued(), before)
+        finally:
+            os.unlink(blocker)
+
+    def test_bad_attachment_is_400_and_stores_nothing(self):
+        st, a, _ = self.inbound(message('ba@customer.example', 'Docs', 'send', msgid('ba')))
+        self.assertEqual(st, 202, a)
+        good = b'good document ' + os.urandom(16)
+        good_sha = hashlib.sha256(good).hexdigest()
+        before = self.jobs_queued()
+        cases = [
+            ([{'content_base64': base64.b64encode(good).decode()},
+              {'sha256': 'c' * 64}], 'attachments[1]: sha256: no stored attachment'),
+            ([{'content_base64': base64.b64encode(good).decode()},
+              {'content_base64': '!!!not base64!!!'}], 'attachments[1]: content_base64'),
+            ([{'content_base64': 'eA==', 'sha256': 'c' * 64}], 'attachments[0]: give'),
+            ([{'sha256': '../../etc/passwd'}], 'attachments[0]: sha256'),
+            ([{'content_base64': 'eA==', 'filename': 'a/b'}], 'attachments[0]: filename'),
+        ]
+        for att, why in cases:
+            st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'],
+                                     {'body': 'x', 'attachments': att})
+            self.assertEqual(st, 400, out)
+            self.assertIn(why, out['error']['message'])
+        self.assertFalse(os.path.exists(self.attachment_path(good_sha)))
+        self.assertEqual(self.jobs_queued(), before)
+        # the same document referenced by its sha256 once it is stored
+        mid = self.reply(a['id'], 'first', attachments=[{
+            'filename': 'doc.bin', 'content_base64': base64.b64encode(good).decode()}])
+        self.assertTrue(os.path.exists(self.attachment_path(good_sha)))
+        mid2 = self.reply(a['id'], 'again', attachments=[{'sha256': good_sha}])
+        parts = list(self.received(mid2).iter_attachments())
+        self.assertEqual(parts[0].get_filename(), 'doc.bin')
+        self.assertEqual(parts[0].get_content(), good)
+        self.received(mid)
 
 
 class AgentReplyTest(EmailCase):

@@ -3,7 +3,8 @@ vectors, multipart with a real document), Telnyx webhooks (Ed25519, a local fake
 in and out of order, duplicated, expired link -> 5xx then retry, partial content), on-premises
 gateway uploads (HMAC-SHA256, idempotency, page count from the document, hostile TSI), and
 OCR of generated cover sheets at fine and standard resolution joining the customer imported
-earlier, or the case named on the sheet.
+earlier, or the case named on the sheet; and fax-to-email: a mailbox on a real Dovecot whose
+mail becomes fax interactions.
 
 Fax pages are made here with Ghostscript from PostScript text (`gs -sDEVICE=tiffg3
 -r204x196` fine, `-r204x98` standard), the way a fax machine would send them."""
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import harness
+from email_servers import Dovecot, have_dovecot
 
 # Phaxio's own SDK test vector (phaxio-ruby / phaxio-python): token, URL, params -> signature
 PHAXIO_TOKEN = 'test-webhook-token'
@@ -643,6 +646,339 @@ class FaxTest(unittest.TestCase):
         self.assertIn('interaction.linked', types)
         st, old, _ = self.d.get('/v1/cases/' + out['case'])
         self.assertEqual(old['case']['status'], 'closed')
+
+
+@unittest.skipUnless(have_dovecot(), 'dovecot-imapd not installed')
+class FaxToEmailTest(unittest.TestCase):
+    """A fax-to-email mailbox ([mailbox faxes] channel = fax) on a real Dovecot: each mail is
+    a fax interaction (never an email), its TIFF or PDF attachment the document, counted,
+    stored, rendered and read by OCR like a webhook's, the sender's number taken from the
+    subject or the From, the Message-ID the idempotency key."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-faxmail-')
+        os.chmod(cls.tmp, 0o755)
+        cls.redis = harness.RedisServer(cls.tmp)
+        cls.dovecot = Dovecot(cls.tmp)
+        pw = os.path.join(cls.tmp, 'imap.pw')
+        with open(pw, 'w') as f:
+            f.write('secret\n')
+        config = ('[fax]\nocr_workers = 1\n'
+                  '[mailbox faxes]\nurl = %s\nuser = faxes\npassword_file = %s\n'
+                  'starttls = no\npoll_interval = 1\nprocessed = flag\nchannel = fax\n'
+                  'address = faxes@insurer.example\n' % (cls.dovecot.url(), pw))
+        cls.d = harness.Omniccd(cls.tmp, cls.redis.url, config)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+            if rc not in (0, None):
+                print(cls.d.log())
+                raise AssertionError('omniccd exited with %r' % rc)
+        finally:
+            cls.dovecot.stop()
+            cls.redis.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def key(self, k):
+        return 'omnicc:{main}:' + k
+
+    def mail(self, frm, subject, mid, doc=None, filename='fax.tif', ctype='image/tiff'):
+        from email.message import EmailMessage
+        m = EmailMessage()
+        m['From'] = frm
+        m['To'] = 'faxes@insurer.example'
+        m['Subject'] = subject
+        m['Message-ID'] = mid
+        m['Date'] = 'Mon, 3 Jun 2024 10:00:00 +0000'
+        m.set_content('You have received a fax. The document is attached.\n')
+        if doc is not None:
+            maintype, subtype = ctype.split('/')
+            m.add_attachment(doc, maintype=maintype, subtype=subtype, filename=filename)
+        return m.as_bytes()
+
+    def fax_of(self, mid, timeout=20):
+        key = self.key('idem:fax:email:' + mid.strip('<>'))
+        harness.wait_for(lambda: self.redis.cli('GET', key) not in ('', '(nil)'), timeout,
+                         'fax from mail ' + mid)
+        st, ix, _ = self.d.get('/v1/interactions/' + self.redis.cli('GET', key))
+        self.assertEqual(st, 200, ix)
+        return ix
+
+    def all_seen(self):
+        fl = self.dovecot.flags('faxes')
+        return fl and all('\\Seen' in f for f in fl.values())
+
+    def test_tiff_fax_by_mail_joins_customer_by_ocr_once(self):
+        policy = 'PL-2024-009876'
+        line = json.dumps({'id': 'H-FM1', 'name': 'Eva Weber', 'phones': ['+34600777888'],
+                           'policies': [policy], 'annual_premium': 700, 'tenure_years': 2,
+                           'claims_last_3y': 0})
+        st, rep, _ = self.d.post('/v1/customers/import', line + '\n',
+                                 content_type='application/x-ndjson')
+        self.assertEqual(st, 200, rep)
+        st, cust, _ = self.d.get('/v1/customers?policy=' + policy)
+        self.assertEqual(st, 200, cust)
+        tiff = fax_pages(self.tmp, [['FAX COVER SHEET', 'To: Claims department',
+                                     'Policy number: ' + policy, 'Storm damage, 3 pages'],
+                                    ['Page two'], ['Page three']])
+        mid = '<fax-%s@fax.provider.example>' % uuid.uuid4().hex
+        raw = self.mail('Fax Service <noreply@fax.provider.example>',
+                        'Fax from +49 30 1234567 (3 pages)', mid, tiff)
+        seq_before = self.redis.cli('GET', self.key('seq:ix'))
+        self.dovecot.append('faxes', raw)
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['from'], '+49301234567')
+        self.assertEqual(ix['to'], 'faxes@insurer.example')
+        self.assertEqual(ix['external_id'], 'email:' + mid.strip('<>'))
+        md = ix['metadata']
+        self.assertEqual((md['provider'], md['fax_status']), ('email', 'received'))
+        self.assertEqual(md['document']['pages'], 3)
+        self.assertEqual(md['document']['type'], 'tiff')
+        self.assertEqual(md['document']['sha256'], hashlib.sha256(tiff).hexdigest())
+        # never an email interaction
+        self.assertIn(self.redis.cli('GET', self.key('idem:email:' + mid)), ('', '(nil)'))
+        # the document as any fax's: served, pages rendered
+        st, png, _ = self.d.request('GET', '/v1/attachments/%s/pages/3.png'
+                                    % md['document']['sha256'], raw=True)
+        self.assertEqual((st, png[:4]), (200, b'\x89PNG'))
+        # OCR of the cover sheet joins the policyholder
+        harness.wait_for(lambda: self.d.get('/v1/interactions/' + ix['id'])[1].get('ocr_at'),
+                         90, 'OCR')
+        st, ix2, _ = self.d.get('/v1/interactions/' + ix['id'])
+        self.assertEqual(ix2['customer_id'], cust['id'], ix2.get('ocr_text'))
+        self.assertEqual(ix2.get('linked_by'), 'ocr')
+        harness.wait_for(self.all_seen, 15, 'mail flagged \\Seen')
+        # the provider (or a crash before the flag) delivers it again: the same fax
+        n = len(self.dovecot.flags('faxes'))
+        self.dovecot.append('faxes', raw)
+        harness.wait_for(lambda: len(self.dovecot.flags('faxes')) == n + 1 and self.all_seen(),
+                         15, 'second copy processed')
+        self.assertEqual(int(self.redis.cli('GET', self.key('seq:ix'))),
+                         int(seq_before or 0) + 1)
+
+    def test_pdf_fax_number_from_the_sender_address(self):
+        tiff = fax_pages(self.tmp, [['Claim form page 1'], ['Claim form page 2']], 'standard')
+        src = os.path.join(self.tmp, 'mail.tif')
+        with open(src, 'wb') as f:
+            f.write(tiff)
+        pdf_path = os.path.join(self.tmp, 'mail.pdf')
+        subprocess.run(['tiff2pdf', '-o', pdf_path, src], check=True)
+        with open(pdf_path, 'rb') as f:
+            pdf = f.read()
+        mid = '<pdf-%s@fax.provider.example>' % uuid.uuid4().hex
+        # the document as application/octet-stream: recognised by its bytes
+        self.dovecot.append('faxes', self.mail('12125551234@fax.provider.example',
+                                               'Your document', mid, pdf, 'scan.pdf',
+                                               'application/octet-stream'))
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['from'], '+12125551234')
+        self.assertEqual(ix['metadata']['document']['type'], 'pdf')
+        self.assertEqual(ix['metadata']['document']['pages'], 2)
+
+    def test_mail_without_a_document_is_a_failed_fax(self):
+        mid = '<empty-%s@fax.provider.example>' % uuid.uuid4().hex
+        self.dovecot.append('faxes', self.mail('noreply@fax.provider.example',
+                                               'Fax from +34 911 000 777', mid))
+        ix = self.fax_of(mid)
+        self.assertEqual(ix['channel'], 'fax')
+        self.assertEqual(ix['metadata']['fax_status'], 'failed')
+        self.assertIn('no attachment', ix['metadata']['failure'])
+        self.assertEqual(ix['from'], '+34911000777')
+
+
+class FakeTelnyxAPI:
+    """A stand-in for Telnyx's fax API, which cannot run here (a cloud service): it speaks the
+    documented shape of POST /v2/faxes (JSON: connection_id, to, from, media_url; Bearer API
+    key; 202 with data.id) and, as Telnyx does, fetches the document from media_url before
+    answering. Answers queued in self.answers come first."""
+
+    def __init__(self):
+        self.requests, self.answers, self.fetched = [], [], []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get('Content-Length') or 0)
+                body = json.loads(self.rfile.read(n) or b'{}')
+                outer.requests.append({'path': self.path, 'auth': self.headers.get('Authorization'),
+                                       'body': body})
+                if outer.answers:
+                    code, out = outer.answers.pop(0)
+                else:
+                    with urllib.request.urlopen(body['media_url'], timeout=10) as resp:
+                        outer.fetched.append((resp.status, resp.headers.get('Content-Type'),
+                                              resp.read()))
+                    code, out = 202, {'data': {'id': str(uuid.uuid4()), 'record_type': 'fax',
+                                               'status': 'queued', 'direction': 'outbound',
+                                               'to': body['to'], 'from': body['from']}}
+                data = json.dumps(out).encode()
+                self.send_response(code)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TelnyxOutboundTest(unittest.TestCase):
+    """Sending through Telnyx: the fax outbox hands the job to POST /v2/faxes with a signed,
+    expiring link to the document on this daemon; the provider fetches it; a 5xx is tried
+    again; Telnyx's signed fax.delivered / fax.failed webhooks land on the case. The Telnyx
+    API is a local stand-in (FakeTelnyxAPI): the real service cannot be reached from here."""
+
+    MEDIA_SECRET = 'media-link-secret-5b0e'
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-telnyx-')
+        cls.api = FakeTelnyxAPI()
+        cls.key = Ed25519PrivateKey.generate()
+        pub = cls.key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+        files = {'telnyx.key': 'KEY-telnyx-0123', 'media.secret': cls.MEDIA_SECRET,
+                 'gateway.secret': GATEWAY_SECRET}
+        for name, value in files.items():
+            with open(os.path.join(cls.tmp, name), 'w') as f:
+                f.write(value + '\n')
+        port = harness.free_port()
+        p = lambda n: os.path.join(cls.tmp, n)
+        config = ('[fax]\ntelnyx_public_key = %s\ngateway_secret_file = %s\nocr = no\n'
+                  'outbound = telnyx\ntelnyx_api_base = http://127.0.0.1:%d\n'
+                  'telnyx_api_key_file = %s\ntelnyx_connection_id = conn-7\n'
+                  'telnyx_from = +34910000000\npublic_url = http://127.0.0.1:%d/\n'
+                  'media_secret_file = %s\nmedia_link_ttl = 600\nclaim_idle = 1\n'
+                  'outbox_poll_ms = 100\nsend_attempts = 3\n'
+                  % (base64.b64encode(pub).decode(), p('gateway.secret'), cls.api.port,
+                     p('telnyx.key'), port, p('media.secret')))
+        cls.redis = harness.RedisServer(cls.tmp)
+        cls.d = harness.Omniccd.__new__(harness.Omniccd)
+        # the daemon's own port is in public_url: pick it before the config is written
+        orig = harness.free_port
+        harness.free_port = lambda: port
+        try:
+            cls.d.__init__(cls.tmp, cls.redis.url, config)
+        finally:
+            harness.free_port = orig
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+            if rc not in (0, None):
+                print(cls.d.log())
+                raise AssertionError('omniccd exited with %r' % rc)
+        finally:
+            cls.redis.stop()
+            cls.api.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def telnyx_event(self, event_type, payload):
+        body = json.dumps({'data': {'event_type': event_type, 'id': str(uuid.uuid4()),
+                                    'occurred_at': '2026-11-25T08:00:00Z', 'payload': payload},
+                           'meta': {'attempt': 1}}).encode()
+        ts = str(int(time.time()))
+        sig = base64.b64encode(self.key.sign(ts.encode() + b'|' + body)).decode()
+        return self.d.post('/v1/fax/telnyx', body, auth=False, content_type='application/json',
+                           headers={'telnyx-timestamp': ts, 'telnyx-signature-ed25519': sig})
+
+    def history(self, case_id):
+        st, c, _ = self.d.get('/v1/cases/' + case_id)
+        self.assertEqual(st, 200, c)
+        return c['history']
+
+    def received_fax(self):
+        doc = fax_pages(self.tmp, [['Signed mandate, page 1'], ['Page 2']])
+        files = [('file', 'fax.tif', 'image/tiff', doc)]
+        body, ctype = multipart([('gateway_id', 'tx-' + uuid.uuid4().hex), ('from', '+34911000777')],
+                                files)
+        st, out, _ = self.d.post('/v1/fax/inbound', body, auth=False, content_type=ctype,
+                                 headers=gateway_headers(body))
+        self.assertEqual(st, 200, out)
+        return out, doc
+
+    def test_sent_through_telnyx_fetching_a_signed_link_then_delivered(self):
+        got, doc = self.received_fax()
+        n, f0 = len(self.api.requests), len(self.api.fetched)
+        self.api.answers.append((503, {'errors': [{'title': 'Service unavailable',
+                                                   'detail': 'try later'}]}))
+        st, out, _ = self.d.post('/v1/interactions/%s/fax' % got['interaction'],
+                                 {'to': '+34 911 000 888', 'document': got['document']})
+        self.assertEqual(st, 202, out)
+        harness.wait_for(lambda: len(self.api.fetched) > f0, 30, 'Telnyx fetching the document')
+        req = self.api.requests[-1]
+        self.assertEqual(len(self.api.requests), n + 2)  # the 503, then the one that went
+        self.assertEqual(req['path'], '/v2/faxes')
+        self.assertEqual(req['auth'], 'Bearer KEY-telnyx-0123')
+        b = req['body']
+        self.assertEqual((b['connection_id'], b['to'], b['from']),
+                         ('conn-7', '+34911000888', '+34910000000'))
+        self.assertTrue(b['media_url'].startswith('http://127.0.0.1:%d/v1/fax/media/%s?'
+                                                  % (self.d.port, got['document'])), b)
+        status, ctype, data = self.api.fetched[-1]
+        self.assertEqual((status, ctype, data), (200, 'image/tiff', doc))
+        case = got['case']
+        harness.wait_for(lambda: any(h['type'] == 'fax.sent' for h in self.history(case)), 15,
+                         'fax.sent')
+        sent = [h for h in self.history(case) if h['type'] == 'fax.sent'][-1]
+        # Telnyx reports the delivery on its webhook, signed
+        st, ev, _ = self.telnyx_event('fax.delivered', {
+            'fax_id': sent['provider_id'], 'direction': 'outbound', 'status': 'delivered',
+            'page_count': 2, 'to': '+34911000888', 'from': '+34910000000'})
+        self.assertEqual((st, ev['known']), (200, True), ev)
+        delivered = [h for h in self.history(case) if h['type'] == 'fax.delivered']
+        self.assertEqual(len(delivered), 1)
+        self.assertEqual((delivered[0]['fax'], delivered[0]['pages']), (out['id'], '2'))
+
+    def test_failed_delivery_is_recorded(self):
+        got, _ = self.received_fax()
+        st, out, _ = self.d.post('/v1/interactions/%s/fax' % got['interaction'],
+                                 {'to': '+34 911 000 999', 'document': got['document']})
+        self.assertEqual(st, 202, out)
+        case = got['case']
+        harness.wait_for(lambda: any(h['type'] == 'fax.sent' for h in self.history(case)), 30,
+                         'fax.sent')
+        pid = [h for h in self.history(case) if h['type'] == 'fax.sent'][-1]['provider_id']
+        st, ev, _ = self.telnyx_event('fax.failed', {'fax_id': pid, 'direction': 'outbound',
+                                                     'status': 'failed',
+                                                     'failure_reason': 'receiver_no_answer'})
+        self.assertEqual((st, ev['known']), (200, True), ev)
+        failed = [h for h in self.history(case) if h['type'] == 'fax.send_failed']
+        self.assertTrue(failed and 'receiver_no_answer' in failed[-1]['error'], failed)
+
+    def test_document_links_are_signed_and_expire(self):
+        got, doc = self.received_fax()
+        sha = got['document']
+
+        def link(expires, secret=self.MEDIA_SECRET, name=sha):
+            sig = hmac.new(secret.encode(), ('%s.%d' % (name, expires)).encode(),
+                           hashlib.sha256).hexdigest()
+            return '/v1/fax/media/%s?expires=%d&sig=%s' % (name, expires, sig)
+        future = int(time.time()) + 300
+        st, data, _ = self.d.request('GET', link(future), raw=True, auth=False)
+        self.assertEqual((st, data), (200, doc))
+        for bad in (link(int(time.time()) - 10), link(future, secret='wrong'),
+                    link(future).replace('expires=%d' % future, 'expires=%d' % (future + 1)),
+                    '/v1/fax/media/%s' % sha):
+            st, _, _ = self.d.request('GET', bad, raw=True, auth=False)
+            self.assertEqual(st, 403, bad)
+        # a well-signed link to a document that is not (or no longer) stored
+        st, _, _ = self.d.request('GET', link(future, name='a' * 64), raw=True, auth=False)
+        self.assertEqual(st, 404)
 
 
 def harness_ingest(t, phone):

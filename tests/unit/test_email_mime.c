@@ -171,12 +171,118 @@ static void test_html_to_text(void **state)
     char *t = email_html_to_text(html, strlen(html));
     assert_string_equal(t, "One & two\n\nThree\nfour\n\n> quoted\nbold AB");
     free(t);
-    t = email_html_to_text("fish & chips &nosuch; &#;", 25); /* not entities: text */
-    assert_string_equal(t, "fish & chips &nosuch; &#;");
+    /* an unknown entity stays text; a numeric reference with no digits is dropped by the parser */
+    t = email_html_to_text("fish & chips &nosuch; &#;", 25);
+    assert_string_equal(t, "fish & chips &nosuch;");
     free(t);
-    t = email_html_to_text("<p>unterminated <b", 17);
-    assert_string_equal(t, "unterminated");
+    t = email_html_to_text("<p>unterminated <b", 17); /* a '<' starting no tag is text */
+    assert_string_equal(t, "unterminated <");
     free(t);
+}
+
+static void expect_html(const char *html, const char *want)
+{
+    char *t = email_html_to_text(html, strlen(html));
+    assert_string_equal(t, want);
+    free(t);
+}
+
+/* Outlook wraps its VML and its own styles in conditional comments; the parser sees them as
+ * comments. Content shown to non-Outlook clients between downlevel-revealed markers stays. */
+static void test_html_outlook(void **state)
+{
+    expect_html("<html xmlns:o=\"urn:schemas-microsoft-com:office:office\"><head>"
+                "<meta http-equiv=Content-Type content=\"text/html; charset=windows-1252\">"
+                "<!--[if gte mso 9]><xml><o:OfficeDocumentSettings><o:AllowPNG/>"
+                "</o:OfficeDocumentSettings></xml><![endif]-->"
+                "<style><!-- p.MsoNormal {margin:0cm; font-family:\"Calibri\"} --></style></head>"
+                "<body lang=ES><div class=WordSection1>"
+                "<p class=MsoNormal>Buenos d\xc3\xad" "as,<o:p></o:p></p>"
+                "<p class=MsoNormal><o:p>&nbsp;</o:p></p>"
+                "<!--[if mso]><table><tr><td>only Outlook</td></tr></table><![endif]-->"
+                "<!--[if !mso]><!--><p class=MsoNormal>for everyone else</p><!--<![endif]-->"
+                "<p class=MsoNormal>P\xc3\xb3liza&nbsp;PL-2024-000123<o:p></o:p></p></div>"
+                "</body></html>",
+                "Buenos d\xc3\xad" "as,\n\nfor everyone else\n\nP\xc3\xb3liza PL-2024-000123");
+}
+
+static void test_html_style_and_script(void **state)
+{
+    /* <style> in the body too (newsletters put it there), CSS with '<' and '>' in it */
+    expect_html("<body><style>a > b { x: 1 } p<q {}</style>Hello<script>if (a < b) "
+                "document.write('<p>no</p>')</script> world<noscript></noscript></body>",
+                "Hello world");
+}
+
+static void test_html_lists(void **state)
+{
+    expect_html("<p>Documents:</p><ul><li>Claim form<ul><li>page 1</li><li>page 2</li></ul></li>"
+                "<li>Photos</li></ul><ol><li>first</li><li>second<ol><li>inner</li></ol></li>"
+                "<li>third</li></ol>after",
+                "Documents:\n\n- Claim form\n  - page 1\n  - page 2\n- Photos\n1. first\n2. second\n"
+                "  1. inner\n3. third\nafter");
+}
+
+static void test_html_links_images_tables(void **state)
+{
+    expect_html("<p>Read <a href=\"https://insurer.example/t?a=1&amp;b=2\">the terms</a>, "
+                "write to <a href=\"mailto:claims@insurer.example\">claims@insurer.example</a> or "
+                "see <a href=\"https://x.example/\">https://x.example/</a>. "
+                "<a href=\"javascript:alert(1)\">no</a> <a href=\"#top\">top</a></p>"
+                "<img src=\"cid:logo\" alt=\"Insurer logo\"><img src=\"t.gif\" alt=\"\">"
+                "<table><tr><th>Item</th><th>Amount</th></tr><tr><td>Repair</td><td>1.200 \xe2\x82\xac"
+                "</td></tr><tr><td></td><td>spacer-free</td></tr></table>",
+                "Read the terms <https://insurer.example/t?a=1&b=2>, write to "
+                "claims@insurer.example or see https://x.example/. no top\n\n[Insurer logo]\n"
+                "Item | Amount\nRepair | 1.200 \xe2\x82\xac\nspacer-free");
+}
+
+static void test_html_malformed(void **state)
+{
+    /* unclosed tags, stray end tags, a table cell outside a table, attributes without quotes,
+     * an unterminated comment: the parser recovers the way browsers do */
+    expect_html("<div><p>one<p>two</b></i><td>cell<p>three <b>bold <i>both</b> italic</i>"
+                "\n<a href=https://a.example/x>link</a></div></span>tail<!-- never closed",
+                "one\n\ntwo\n\ncell\n\nthree bold both italic link <https://a.example/x>tail");
+    expect_html("", "");
+    expect_html("if a < b && c > d", "if a < b && c > d"); /* bare < & > in text */
+    /* deep nesting costs no stack: the walk is iterative */
+    size_t n = 100000;
+    char *deep = xmalloc(n * 5 + 8);
+    for (size_t i = 0; i < n; i++)
+        memcpy(deep + i * 5, "<div>", 5);
+    strcpy(deep + n * 5, "x");
+    char *t = email_html_to_text(deep, strlen(deep));
+    assert_non_null(t);
+    free(t);
+    free(deep);
+}
+
+/* An ISO-8859-1 HTML body whose <meta> says so too: GMime's conversion makes it UTF-8 first,
+ * and the HTML parser must not decode it a second time because of the <meta>. */
+static void test_html_charset(void **state)
+{
+    const char *raw = "From: a@example.com\r\nTo: b@example.com\r\nSubject: x\r\n"
+                      "Message-ID: <latin-html@example.com>\r\nMIME-Version: 1.0\r\n"
+                      "Content-Type: text/html; charset=iso-8859-1\r\n"
+                      "Content-Transfer-Encoding: 8bit\r\n\r\n"
+                      "<html><head><meta charset=\"iso-8859-1\"></head><body>"
+                      "<p>Se\xf1or Mu\xf1oz, p\xf3liza &euro; 5</p></body></html>\r\n";
+    struct email_msg m;
+    char *err = NULL;
+    assert_int_equal(email_parse(raw, strlen(raw), &limits, &m, &err), 0);
+    assert_string_equal(m.text_source, "text/html");
+    assert_string_equal(m.text, "Se\xc3\xb1or Mu\xc3\xb1oz, p\xc3\xb3liza \xe2\x82\xac 5");
+    email_msg_free(&m);
+    /* windows-1252 declared only in the <meta>, the MIME header says utf-8 and wins */
+    const char *raw2 = "From: a@example.com\r\nTo: b@example.com\r\nSubject: x\r\n"
+                       "Message-ID: <meta-html@example.com>\r\nMIME-Version: 1.0\r\n"
+                       "Content-Type: text/html; charset=utf-8\r\n\r\n"
+                       "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1252\">"
+                       "<p>\xe2\x80\x9cquoted\xe2\x80\x9d</p>\r\n";
+    assert_int_equal(email_parse(raw2, strlen(raw2), &limits, &m, &err), 0);
+    assert_string_equal(m.text, "\xe2\x80\x9cquoted\xe2\x80\x9d");
+    email_msg_free(&m);
 }
 
 static void test_trim_quoted(void **state)
@@ -288,6 +394,12 @@ int main(void)
         cmocka_unit_test(test_not_a_message),
         cmocka_unit_test(test_deep_nesting_refused),
         cmocka_unit_test(test_html_to_text),
+        cmocka_unit_test(test_html_outlook),
+        cmocka_unit_test(test_html_style_and_script),
+        cmocka_unit_test(test_html_lists),
+        cmocka_unit_test(test_html_links_images_tables),
+        cmocka_unit_test(test_html_malformed),
+        cmocka_unit_test(test_html_charset),
         cmocka_unit_test(test_trim_quoted),
         cmocka_unit_test(test_case_references),
         cmocka_unit_test(test_compose_reads_back),

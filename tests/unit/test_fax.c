@@ -151,12 +151,49 @@ static void test_identifiers(void **state)
     identity_shutdown();
 }
 
+/* fax-to-email: the sending number as the services and HylaFAX write it */
+static void expect_number(const char *subject, const char *addr, const char *name,
+                          const char *pattern, const char *want)
+{
+    char *n = fax_mail_number(subject, addr, name, pattern);
+    if (want)
+        assert_string_equal(n ? n : "(none)", want);
+    else
+        assert_null(n);
+    free(n);
+}
+
+static void test_fax_mail_number(void **state)
+{
+    char *err = NULL;
+    assert_int_equal(identity_init("34", "[A-Z]{2,4}-?[0-9]{4}-?[0-9]{3,9}", &err), 0);
+    expect_number("Fax from +49 30 1234567", "noreply@fax.example", "", NULL, "+49301234567");
+    expect_number("New fax received from (212) 555-1234 - 3 pages", "n@x.example", "", NULL,
+                  "+342125551234"); /* no country code: the configured default */
+    expect_number("Facsimile received from +34 911 000 222", "fax@hylafax.example", "", NULL,
+                  "+34911000222");
+    expect_number("Fax von 030/1234567", "x@y.example", "", NULL, "+34301234567");
+    expect_number("Your document", "12125551234@fax.provider.example", "", NULL, "+12125551234");
+    expect_number("Your document", "+4930123456@efax.example", "", NULL, "+4930123456");
+    expect_number("Message", "noreply@fax.example", "+44 20 7946 0018", NULL, "+442079460018");
+    /* a configured pattern first */
+    expect_number("Eingang: Absender 0049 89 12345 Seiten 2", "a@b.example", "",
+                  "Absender (\\+?[0-9 ]+[0-9])", "+498912345");
+    expect_number("T\xc3\xa9l\xc3\xa9" "copie de +33 1 23 45 67 89", "a@b.example", "", NULL,
+                  "+33123456789");
+    /* nothing that names a number */
+    expect_number("Your invoice 2024", "billing@shop.example", "Shop", NULL, NULL);
+    expect_number("", "fax@provider.example", "Fax Service", NULL, NULL);
+    identity_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phaxio_sdk_vector), cmocka_unit_test(test_phaxio_multipart_with_file),
         cmocka_unit_test(test_telnyx_signature),  cmocka_unit_test(test_telnyx_event),
         cmocka_unit_test(test_documents),         cmocka_unit_test(test_identifiers),
+        cmocka_unit_test(test_fax_mail_number),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

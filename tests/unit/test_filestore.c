@@ -131,11 +131,57 @@ static void test_write_error_is_reported(void **state)
     event_base_free(base);
 }
 
+/* filestore_run: the work on a worker thread, its after on the loop thread, once each; work
+ * still queued when the pool stops is reported as not run. */
+struct run_job {
+    pthread_t worker;
+    bool worked, ran;
+    int afters;
+};
+
+static void run_work(void *arg)
+{
+    struct run_job *j = arg;
+    j->worker = pthread_self();
+    j->worked = true;
+}
+
+static void run_after(void *arg, bool ran)
+{
+    struct run_job *j = arg;
+    assert_true(pthread_equal(pthread_self(), loop_thread));
+    j->ran = ran;
+    j->afters++;
+    event_base_loopbreak(base);
+}
+
+static void test_run_on_worker_then_loop(void **state)
+{
+    (void)state;
+    base = event_base_new();
+    loop_thread = pthread_self();
+    char *err = NULL;
+    assert_int_equal(filestore_start(base, 1, 4, &err), 0);
+    struct run_job j = {0};
+    assert_int_equal(filestore_run(run_work, run_after, &j), 0);
+    event_base_dispatch(base);
+    assert_true(j.worked && j.ran);
+    assert_int_equal(j.afters, 1);
+    assert_false(pthread_equal(j.worker, loop_thread));
+    filestore_stop();
+    /* stopped: refused, neither function called */
+    struct run_job k = {0};
+    assert_int_equal(filestore_run(run_work, run_after, &k), -1);
+    assert_int_equal(k.afters, 0);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_writes_and_calls_back),
         cmocka_unit_test(test_write_error_is_reported),
+        cmocka_unit_test(test_run_on_worker_then_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
