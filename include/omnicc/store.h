@@ -84,6 +84,8 @@ bool store_error_is_transient(const char *err);
 /* Counters for /metrics. */
 struct store_stats {
     unsigned long long round_trips, reconnects, timeouts, errors;
+    unsigned long long replica_shortfalls; /* WAITs that came back with too few replicas */
+    unsigned long long failovers;          /* primaries followed to a new address */
 };
 const struct store_stats *store_get_stats(void);
 
