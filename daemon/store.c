@@ -15,10 +15,10 @@
  * when a failover happens, and a READONLY reply (we are talking to a demoted primary) drops
  * the connection so that it asks again. Until a primary answers, callers get 503.
  *
- * With [redis] ack_replicas, each state-changing script is followed on the same connection,
- * in the same write, by WAIT N ack_timeout: the script's reply is copied and handed to its
- * callback only once WAIT says N replicas have it (else "NOREPLICAS": 503, and the caller's
- * retry is made harmless by the idempotency keys). */
+ * With [redis] ack_replicas, state-changing scripts are followed on the same connection by
+ * WAIT N ack_timeout, one WAIT behind all those sent in one pass of the loop: each script's
+ * reply is copied and handed to its callback only once WAIT says N replicas have it (else
+ * "NOREPLICAS": 503, and the caller's retry is made harmless by the idempotency keys). */
 #include "omnicc/store.h"
 
 #include <arpa/inet.h>
@@ -49,10 +49,13 @@ struct pending {
     int script; /* -1 when not a script call */
     bool retried;
     int64_t extra_ms; /* on top of command_timeout: a WAIT may block for ack_timeout */
-    /* A state-changing script under ack_replicas: the WAIT sent right after it, and the
-     * script's reply kept (a copy) until that WAIT answers. For the WAIT itself, arg is the
-     * script's pending, or NULL once that no longer waits for it. */
+    /* Under ack_replicas. A state-changing script: the WAIT that covers it (its place in
+     * that WAIT's members at slot) and its reply, copied, kept until that WAIT answers.
+     * A WAIT: the scripts sent before it that it covers (NULL where one stopped waiting). */
     struct pending *wait;
+    int slot;
+    struct pending **members;
+    int n_members;
     redisReply *held;
     bool unconfirmed; /* its WAIT could not be queued: never acknowledged */
 };
@@ -72,6 +75,10 @@ struct conn {
     const char *drop_reason;
     int scripts_to_load;
     int64_t extra_deadline_ms; /* reader: the BLOCK time on top of command_timeout */
+    /* ack_replicas: the WAIT that will cover the scripts sent in this loop iteration, sent
+     * behind them by wait_ev before the loop waits again */
+    struct pending *batch;
+    struct event *wait_ev;
     char host[256]; /* where this connection goes: from the url, or from the sentinels */
     int port;
     bool resolving; /* an evdns lookup of host is under way */
@@ -192,6 +199,7 @@ static void pending_free(struct pending *p)
 {
     if (p->held)
         freeReplyObject(p->held);
+    free(p->members);
     free(p->cmd);
     free(p);
 }
@@ -249,26 +257,49 @@ static int pending_send(struct conn *c, struct pending *p, redisCallbackFn *fn)
     return 0;
 }
 
-/* WAIT ack_replicas ack_timeout right behind the script p, in the same write. */
-static void send_wait(struct conn *c, struct pending *p)
+/* The script p is covered by the next WAIT. All state-changing scripts sent in one loop
+ * iteration share one WAIT, sent behind them before the loop waits again (wait_ev): WAIT
+ * holds the connection until it returns, so one per script would serialise every write on
+ * a replica round trip; one per batch costs one round trip per batch, adding no delay. */
+static void wait_join(struct conn *c, struct pending *p)
 {
+    struct pending *w = c->batch;
+    if (!w) {
+        w = c->batch = xcalloc(1, sizeof(*w));
+        w->script = -1;
+        w->extra_ms = st.cfg->redis_ack_timeout;
+        event_active(c->wait_ev, EV_TIMEOUT, 0);
+    }
+    if (w->n_members % 64 == 0)
+        w->members = xrealloc(w->members, (size_t)(w->n_members + 64) * sizeof(*w->members));
+    p->wait = w;
+    p->slot = w->n_members;
+    w->members[w->n_members++] = p;
+}
+
+/* wait_ev: WAIT ack_replicas ack_timeout behind the batch of scripts. */
+static void on_wait_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct pending *w = c->batch;
+    c->batch = NULL;
+    if (!w)
+        return;
     char n[16], t[16];
     snprintf(n, sizeof(n), "%d", st.cfg->redis_ack_replicas);
     snprintf(t, sizeof(t), "%d", st.cfg->redis_ack_timeout);
     const char *av[3] = {"WAIT", n, t};
-    struct pending *w = xcalloc(1, sizeof(*w));
     long long len = redisFormatCommandArgv(&w->cmd, 3, av, NULL);
     w->cmdlen = len > 0 ? (size_t)len : 0;
-    w->script = -1;
-    w->arg = p;
-    w->extra_ms = st.cfg->redis_ack_timeout;
-    p->wait = w;
-    if (len < 0 || pending_send(c, w, on_wait) < 0) {
-        /* only a context being torn down refuses a command: the script is then answered
-         * "unavailable", never acknowledged without the replicas' word */
-        p->wait = NULL;
+    if (len < 0 || !c->ac || pending_send(c, w, on_wait) < 0) {
+        /* the connection is going away: its scripts answer "unavailable", and any that
+         * would still succeed is never acknowledged without the replicas' word */
+        for (int i = 0; i < w->n_members; i++)
+            if (w->members[i]) {
+                w->members[i]->wait = NULL;
+                w->members[i]->unconfirmed = true;
+            }
         pending_free(w);
-        p->unconfirmed = true;
     }
 }
 
@@ -276,7 +307,7 @@ static void send_wait(struct conn *c, struct pending *p)
 static void wait_detach(struct pending *p)
 {
     if (p->wait) {
-        p->wait->arg = NULL;
+        p->wait->members[p->slot] = NULL;
         p->wait = NULL;
     }
 }
@@ -298,7 +329,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
             if (p->wait || p->unconfirmed) {
                 wait_detach(p);
                 p->unconfirmed = false;
-                send_wait(c, p);
+                wait_join(c, p);
             }
             return;
         }
@@ -331,36 +362,43 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     pending_free(p);
 }
 
-/* The WAIT behind a state-changing script: the script's reply goes to its caller only when
- * enough replicas acknowledged. */
+/* The WAIT behind a batch of state-changing scripts: their replies go to their callers only
+ * when enough replicas acknowledged. */
 static void on_wait(redisAsyncContext *ac, void *r, void *privdata)
 {
-    struct pending *w = privdata, *p = w->arg;
+    struct pending *w = privdata;
     struct conn *c = conn_of(ac);
     redisReply *reply = r;
     pending_unlink(c, w);
     head_progressed(c);
-    pending_free(w);
-    if (!p)
-        return;
-    p->wait = NULL;
-    if (!reply || !p->held) {
-        st.stats.errors++;
-        p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);
-    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= st.cfg->redis_ack_replicas) {
-        p->cb(p->held, NULL, p->arg);
-    } else {
+    bool enough = reply && reply->type == REDIS_REPLY_INTEGER &&
+                  reply->integer >= st.cfg->redis_ack_replicas;
+    if (reply && !enough) {
         /* written on the primary only: not acknowledged. New writes fail fast for a while
-         * rather than each blocking the connection for ack_timeout. */
-        st.stats.errors++;
-        st.stats.replica_shortfalls++;
+         * rather than each batch holding the connection for ack_timeout. */
         st.replicas_short_until = monotonic_ms() + st.cfg->redis_ack_timeout;
         log_warn("redis: %lld of %d replicas confirmed a write within %d ms: answering 503",
                  reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL,
                  st.cfg->redis_ack_replicas, st.cfg->redis_ack_timeout);
-        p->cb(NULL, "NOREPLICAS not enough replicas confirmed the write in time", p->arg);
     }
-    pending_free(p);
+    for (int i = 0; i < w->n_members; i++) {
+        struct pending *p = w->members[i];
+        if (!p)
+            continue;
+        p->wait = NULL;
+        if (enough && p->held) {
+            p->cb(p->held, NULL, p->arg);
+        } else if (reply && p->held) {
+            st.stats.errors++;
+            st.stats.replica_shortfalls++;
+            p->cb(NULL, "NOREPLICAS not enough replicas confirmed the write in time", p->arg);
+        } else {
+            st.stats.errors++;
+            p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);
+        }
+        pending_free(p);
+    }
+    pending_free(w);
 }
 
 static int send_formatted(struct conn *c, char *cmd, size_t len, int script, store_cb *cb,
@@ -378,7 +416,7 @@ static int send_formatted(struct conn *c, char *cmd, size_t len, int script, sto
     }
     if (script >= 0 && !script_read_only[script] && st.cfg->redis_ack_replicas > 0 &&
         c->state == STORE_READY)
-        send_wait(c, p);
+        wait_join(c, p);
     return 0;
 }
 
@@ -1025,6 +1063,7 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
         }
         c->retry_ev = evtimer_new(base, on_retry, c);
         c->sentinel_ev = evtimer_new(base, on_sentinel_deadline, c);
+        c->wait_ev = event_new(base, -1, 0, on_wait_flush, c);
         conn_connect(c);
     }
     st.sub_retry_ev = evtimer_new(base, on_sub_retry, NULL);
@@ -1056,7 +1095,13 @@ void store_close(void)
             event_free(c->retry_ev);
         if (c->sentinel_ev)
             event_free(c->sentinel_ev);
-        c->retry_ev = c->sentinel_ev = NULL;
+        if (c->wait_ev)
+            event_free(c->wait_ev);
+        c->retry_ev = c->sentinel_ev = c->wait_ev = NULL;
+        if (c->batch) { /* its scripts were answered "shutting down" above */
+            pending_free(c->batch);
+            c->batch = NULL;
+        }
         c->state = STORE_DISCONNECTED;
     }
     if (st.sub) {
