@@ -157,7 +157,11 @@ bool store_ready(void)
 
 const char *store_status(void)
 {
-    return main_conn.state == STORE_READY ? "ok" : (main_conn.why ? main_conn.why : "connecting");
+    if (main_conn.state == STORE_READY) /* state changes refused for a moment: say why */
+        return monotonic_ms() < st.replicas_short_until
+                   ? "NOREPLICAS too few replicas confirmed the last writes"
+                   : "ok";
+    return main_conn.why ? main_conn.why : "connecting";
 }
 
 bool store_error_is_transient(const char *err)
@@ -739,7 +743,7 @@ static void on_master_addr(redisAsyncContext *ac, void *r, void *privdata)
         atoi(reply->element[1]->str) <= 65535) {
         int port = atoi(reply->element[1]->str);
         if (strcmp(c->host, reply->element[0]->str) != 0 || c->port != port) {
-            if (c->host[0])
+            if (c->host[0] && c == &main_conn) /* the reader follows the same move */
                 st.stats.failovers++;
             log_info("%s: sentinel %s:%d names %s:%d the primary of %s", c->name,
                      st.sentinel[i].host, st.sentinel[i].port, reply->element[0]->str, port,

@@ -56,7 +56,7 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
                char **err);
 void store_close(void);
 bool store_ready(void);
-const char *store_status(void); /* why not ready, for /healthz */
+const char *store_status(void); /* why not ready (or why writes are refused now), for 503s */
 /* The hash-tagged prefix every key of the routing domain shares: "omnicc:{main}:". */
 const char *store_key_base(void);
 

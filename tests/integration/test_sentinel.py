@@ -10,6 +10,7 @@ replica and omniccd follows without a restart.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,14 @@ import harness
 MASTER = 'omnicc-ha'
 KEY = 'omnicc:{main}:'
 WORKERS = 8
+
+
+def metric(d, name):
+    st, text, _ = d.request('GET', '/metrics', raw=True)
+    assert st == 200, st
+    m = re.search(r'^%s (\d+)$' % re.escape(name), text.decode(), re.M)
+    assert m, '%s not in /metrics' % name
+    return int(m.group(1))
 
 
 def discard(r):
@@ -205,6 +214,7 @@ class SentinelFailoverTest(unittest.TestCase):
         self.assertEqual(st, 200, health)
         log = self.d.log()
         self.assertIn('127.0.0.1:%d the primary of %s' % (new_port, MASTER), log)
+        self.assertGreaterEqual(metric(self.d, 'omnicc_redis_failovers_total'), 1)
         new = redis.Redis(port=new_port, decode_responses=True)
         self.assertEqual(new.execute_command('ROLE')[0], 'master')
         with load.lock:
@@ -230,9 +240,6 @@ class SentinelFailoverTest(unittest.TestCase):
         acked, lost, stored = self.failover_under_load(1)
         self.assertFalse(lost, 'acknowledged but lost: %s' % lost[:20])
         self.assertEqual(stored & set(acked), set(acked))
-        # a state change never reaches 202 without a replica: the metric of shortfalls exists
-        st, text, _ = self.d.request('GET', '/metrics', raw=True)
-        self.assertIn(b'omnicc_redis_replica_shortfalls_total', text)
 
     def test_without_replica_acknowledgement_loss_is_measured(self):
         acked, lost, stored = self.failover_under_load(0)
@@ -249,7 +256,7 @@ class AckReplicasTest(unittest.TestCase):
         self.primary = harness.RedisServer(self.tmp)
         self.replica = None
         self.d = harness.Omniccd(self.tmp, self.primary.url,
-                                 '[redis]\nack_replicas = 1\nack_timeout = 300\n', name='ack')
+                                 '[redis]\nack_replicas = 1\nack_timeout = 1500\n', name='ack')
 
     def tearDown(self):
         try:
@@ -270,7 +277,8 @@ class AckReplicasTest(unittest.TestCase):
         self.assertEqual(st, 503, body)
         self.assertEqual(body['error']['code'], 'unavailable', body)
         self.assertGreaterEqual(int(hdrs['retry-after']), 1)
-        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertLess(time.monotonic() - t0, 8.0)  # ack_timeout, not a hang
+        self.assertEqual(metric(self.d, 'omnicc_redis_replica_shortfalls_total'), 1)
         # the script did run on the primary (WAIT comes after it): not acknowledged, but there
         ix_id = self.primary.cli('GET', KEY + 'idem:voice:' + doc['external_id'])
         self.assertTrue(ix_id.startswith('I-'), ix_id)
@@ -290,18 +298,30 @@ class AckReplicasTest(unittest.TestCase):
         st, r, _ = self.d.post('/v1/interactions', doc)
         self.assertEqual((st, r['duplicate'], r['id']), (200, True, ix_id))
         new = dict(doc, external_id=doc['external_id'] + '-2')
-        st, r, _ = self.d.post('/v1/interactions', new)
-        self.assertEqual(st, 202, r)
+        r = self.confirmed(new)
         self.assertEqual(self.replica.cli('GET', KEY + 'idem:voice:' + new['external_id']), r['id'])
         # the script cache lost (as on a promoted replica that never loaded the scripts): the
         # reloaded and resent script gets a WAIT of its own and is confirmed as well
         self.assertEqual(self.primary.cli('SCRIPT', 'FLUSH'), 'OK')
         again = dict(doc, external_id=doc['external_id'] + '-3')
-        st, r, _ = self.d.post('/v1/interactions', again)
-        self.assertEqual(st, 202, r)
+        r = self.confirmed(again)
         self.assertEqual(self.replica.cli('GET', KEY + 'idem:voice:' + again['external_id']),
                          r['id'])
         self.assertIn('NOSCRIPT for ingest', self.d.log())
+
+    def confirmed(self, doc):
+        """POST until 2xx like a provider. A loaded machine may keep the replica from
+        confirming within ack_timeout, so a 503 for too few replicas is allowed (never one for
+        a timeout: every script has a WAIT behind it that answers); the retry of the same id
+        must then be the same interaction."""
+        for _ in range(20):
+            st, r, _ = self.d.post('/v1/interactions', doc)
+            if st in (200, 202):
+                return r
+            self.assertEqual(st, 503, r)
+            self.assertIn('NOREPLICAS', r['error']['message'])
+            time.sleep(0.2)
+        self.fail('no 2xx for %s' % doc['external_id'])
 
 
 class SentinelConfigTest(unittest.TestCase):
