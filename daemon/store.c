@@ -865,6 +865,7 @@ static void conn_follow(struct conn *c, const char *ip, int port)
 {
     if (c->ac && strcmp(c->host, ip) == 0 && c->port == port)
         return; /* already there */
+    c->attempts = 0; /* should the question under way get a stale answer, ask again soon */
     if (c->sac || c->resolving)
         return; /* asking right now */
     conn_drop(c, "unavailable: failover");
