@@ -54,8 +54,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static int run(const struct config *cfg, void (*start)(void))
 {
-    char *url = cfg->redis_url ? xstrdup(cfg->redis_url)
-                               : xasprintf("unix://%s/redis.sock", cfg->state_dir);
+    char *url = cfg->redis_url         ? xstrdup(cfg->redis_url)
+                : cfg->redis_sentinels ? xasprintf("sentinel://%s", cfg->redis_master_name)
+                                       : xasprintf("unix://%s/redis.sock", cfg->state_dir);
     char *err = NULL;
     c.base = event_base_new();
     c.start = start;

@@ -15,7 +15,7 @@
 #include "omnicc/log.h"
 #include "omnicc/util.h"
 
-enum cfg_type { CFG_STR, CFG_INT, CFG_SIZE, CFG_DOUBLE, CFG_LEVEL, CFG_LISTEN, CFG_CHOICE, CFG_RULE };
+enum cfg_type { CFG_STR, CFG_WORDS, CFG_INT, CFG_SIZE, CFG_DOUBLE, CFG_LEVEL, CFG_LISTEN, CFG_CHOICE, CFG_RULE };
 
 struct cfg_key {
     const char *section; /* "queue" for [queue NAME] sections */
@@ -58,6 +58,16 @@ static const struct cfg_key cfg_keys[] = {
      "Prefix of every key, so several deployments can share one Redis."},
     {"redis", "command_timeout", CFG_INT, C(redis_command_timeout), 50, 60000, "2000", NULL,
      "Milliseconds to wait for a Redis reply before reconnecting (requests get 503)."},
+    {"redis", "sentinels", CFG_WORDS, C(redis_sentinels), 1, 4096, NULL, NULL,
+     "host:port of each Redis Sentinel (space-separated or the key repeated); replaces url: "
+     "the primary is asked of the sentinels and followed through failovers."},
+    {"redis", "master_name", CFG_STR, C(redis_master_name), 1, 128, NULL, NULL,
+     "Name the sentinels monitor the primary under (required with sentinels)."},
+    {"redis", "ack_replicas", CFG_INT, C(redis_ack_replicas), 0, 16, "0", NULL,
+     "Replicas that must have each state change (WAIT) before it is acknowledged; fewer in "
+     "time: 503 + Retry-After. 0: acknowledge once the primary has it."},
+    {"redis", "ack_timeout", CFG_INT, C(redis_ack_timeout), 10, 60000, "1000", NULL,
+     "Milliseconds the replicas have to confirm a state change (ack_replicas > 0)."},
     {"redis", "server", CFG_STR, C(redis_server), 1, 1024, "redis-server", NULL,
      "Embedded mode only: the redis-server binary to run."},
     {"redis", "appendfsync", CFG_CHOICE, C(redis_appendfsync), 0, 0, "everysec",
@@ -518,6 +528,18 @@ static char *cfg_set(const struct cfg_key *k, void *base, const char *val)
         *f = xstrdup(val);
         return NULL;
     }
+    case CFG_WORDS: { /* repeatable: each occurrence adds its words */
+        char **f = str_field(base, k->offset);
+        char *joined = *f ? xasprintf("%s %s", *f, val) : xstrdup(val);
+        size_t n = strlen(joined);
+        if (!*val || (long long)n > k->max) {
+            free(joined);
+            return xasprintf("give 1-%lld characters in all", k->max);
+        }
+        free(*f);
+        *f = joined;
+        return NULL;
+    }
     case CFG_CHOICE: {
         char probe[128];
         snprintf(probe, sizeof(probe), "|%s|", val);
@@ -739,7 +761,8 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < ARRAY_SIZE(cfg_keys); i++) {
         const struct cfg_key *k = &cfg_keys[i];
         if (strcmp(k->section, "queue") != 0 && strcmp(k->section, "branch ID") != 0 &&
-            strcmp(k->section, "mailbox") != 0 && (k->type == CFG_STR || k->type == CFG_CHOICE))
+            strcmp(k->section, "mailbox") != 0 &&
+            (k->type == CFG_STR || k->type == CFG_CHOICE || k->type == CFG_WORDS))
             free(*str_field(cfg, k->offset));
     }
     for (int i = 0; i < cfg->n_listen; i++)
@@ -935,6 +958,74 @@ static int check_queue(const char *path, struct config *cfg, struct queue_conf *
             free(tmp[i].name);
     }
     (void)cfg;
+    return 0;
+}
+
+/* [redis] sentinels, master_name, ack_replicas: Sentinel replaces url, each address is
+ * host:port, and replicas to wait for only exist outside the embedded mode. */
+static int check_sentinels(const char *path, struct config *cfg, char **err)
+{
+    if (cfg->redis_master_name && !cfg->redis_sentinels) {
+        *err = xasprintf("%s:%d: master_name: needs sentinels", path, line_of("master_name"));
+        return -1;
+    }
+    if (!cfg->redis_sentinels) {
+        if (cfg->redis_ack_replicas > 0 && !cfg->redis_url) {
+            *err = xasprintf("%s:%d: ack_replicas: the embedded redis-server has no replicas "
+                             "(set url or sentinels)", path, line_of("ack_replicas"));
+            return -1;
+        }
+        return 0;
+    }
+    int line = line_of("sentinels");
+    if (cfg->redis_url) {
+        *err = xasprintf("%s:%d: sentinels: set url or sentinels, not both", path, line);
+        return -1;
+    }
+    if (!cfg->redis_master_name) {
+        *err = xasprintf("%s:%d: sentinels: needs master_name", path, line);
+        return -1;
+    }
+    for (const char *p = cfg->redis_master_name; *p; p++)
+        if (isspace((unsigned char)*p) || !isprint((unsigned char)*p)) {
+            *err = xasprintf("%s:%d: master_name: no spaces or control characters", path,
+                             line_of("master_name"));
+            return -1;
+        }
+    char *copy = xstrdup(cfg->redis_sentinels), *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save), n++) {
+        char host[256];
+        int port;
+        if (n >= CONFIG_MAX_SENTINELS || config_host_port(t, host, sizeof(host), &port) < 0) {
+            *err = n >= CONFIG_MAX_SENTINELS
+                       ? xasprintf("%s:%d: sentinels: at most %d", path, line, CONFIG_MAX_SENTINELS)
+                       : xasprintf("%s:%d: sentinels: \"%s\" is not host:port", path, line, t);
+            free(copy);
+            return -1;
+        }
+    }
+    free(copy);
+    return 0;
+}
+
+int config_host_port(const char *s, char *host, size_t hostsz, int *port)
+{
+    const char *colon = strrchr(s, ':'), *h = s;
+    size_t hl = colon ? (size_t)(colon - s) : 0;
+    if (hl >= 2 && s[0] == '[' && colon[-1] == ']') { /* [IPv6]:port */
+        h = s + 1;
+        hl -= 2;
+    }
+    if (!colon || hl == 0 || hl >= hostsz || !colon[1])
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p <= 0 || p > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
     return 0;
 }
 
@@ -1147,6 +1238,8 @@ struct config *config_load(const char *path, char **err)
     if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
         strncmp(cfg->redis_url, "unix://", 7) != 0)
         FAIL(line_of("url"), "url", "must start with redis:// or unix://");
+    if (check_sentinels(path, cfg, err) < 0)
+        goto fail;
     for (const char *p = cfg->default_country_code; *p; p++)
         if (!isdigit((unsigned char)*p))
             FAIL(line_of("default_country_code"), "default_country_code", "digits only, e.g. 34");

@@ -136,12 +136,14 @@ static int run_daemon(void)
     char *err = NULL, *url = NULL;
     signal(SIGPIPE, SIG_IGN);
     d.base = event_base_new();
-    if (!d.cfg->redis_url) {
+    if (!d.cfg->redis_url && !d.cfg->redis_sentinels) {
         if (embedded_redis_start(d.base, d.cfg, &url, &err) < 0)
             goto fail;
         d.embedded = true;
     } else {
-        url = xstrdup(d.cfg->redis_url);
+        /* with sentinels the store asks them for the primary (url only names it in logs) */
+        url = d.cfg->redis_url ? xstrdup(d.cfg->redis_url)
+                               : xasprintf("sentinel://%s", d.cfg->redis_master_name);
     }
     router_start(d.base, d.cfg); /* before the store connects: it syncs queue config */
     if (store_init(d.base, d.cfg, url, &err) < 0)
@@ -262,8 +264,9 @@ static int run_import(const char *path)
     import_job_feed(job, data, len);
     free(data);
 
-    char *url = d.cfg->redis_url ? xstrdup(d.cfg->redis_url)
-                                 : xasprintf("unix://%s/redis.sock", d.cfg->state_dir);
+    char *url = d.cfg->redis_url         ? xstrdup(d.cfg->redis_url)
+                : d.cfg->redis_sentinels ? xasprintf("sentinel://%s", d.cfg->redis_master_name)
+                                         : xasprintf("unix://%s/redis.sock", d.cfg->state_dir);
     char *err = NULL;
     d.base = event_base_new();
     if (store_init(d.base, d.cfg, url, &err) < 0) {

@@ -83,10 +83,18 @@ void metrics_render(struct evbuffer *out)
                         "# HELP omnicc_redis_errors_total Commands that failed.\n"
                         "# TYPE omnicc_redis_errors_total counter\n"
                         "omnicc_redis_errors_total %llu\n"
+                        "# HELP omnicc_redis_replica_shortfalls_total State changes answered 503 "
+                        "because fewer than ack_replicas replicas confirmed them in time.\n"
+                        "# TYPE omnicc_redis_replica_shortfalls_total counter\n"
+                        "omnicc_redis_replica_shortfalls_total %llu\n"
+                        "# HELP omnicc_redis_failovers_total New primaries named by the sentinels.\n"
+                        "# TYPE omnicc_redis_failovers_total counter\n"
+                        "omnicc_redis_failovers_total %llu\n"
                         "# HELP omnicc_redis_up Whether Redis is connected and ready.\n"
                         "# TYPE omnicc_redis_up gauge\n"
                         "omnicc_redis_up %d\n",
-                        s->round_trips, s->reconnects, s->timeouts, s->errors, store_ready() ? 1 : 0);
+                        s->round_trips, s->reconnects, s->timeouts, s->errors,
+                        s->replica_shortfalls, s->failovers, store_ready() ? 1 : 0);
 }
 
 void metrics_free(void)

@@ -7,7 +7,18 @@
  * that arrives for a request already answered 503 cannot exist, because hiredis fires each
  * callback exactly once and we only answer from that callback.
  *
- * Hostnames are resolved with evdns, never getaddrinfo() on the loop. */
+ * Hostnames are resolved with evdns, never getaddrinfo() on the loop.
+ *
+ * With [redis] sentinels, every (re)connect first asks the sentinels, one after the other,
+ * for the primary (SENTINEL get-master-addr-by-name) and checks ROLE on the connection it
+ * opens; a subscription to +switch-master on one sentinel moves both connections at once
+ * when a failover happens, and a READONLY reply (we are talking to a demoted primary) drops
+ * the connection so that it asks again. Until a primary answers, callers get 503.
+ *
+ * With [redis] ack_replicas, state-changing scripts are followed on the same connection by
+ * WAIT N ack_timeout, one WAIT behind all those sent in one pass of the loop: each script's
+ * reply is copied and handed to its callback only once WAIT says N replicas have it (else
+ * "NOREPLICAS": 503, and the caller's retry is made harmless by the idempotency keys). */
 #include "omnicc/store.h"
 
 #include <arpa/inet.h>
@@ -37,6 +48,16 @@ struct pending {
     size_t cmdlen;
     int script; /* -1 when not a script call */
     bool retried;
+    int64_t extra_ms; /* on top of command_timeout: a WAIT may block for ack_timeout */
+    /* Under ack_replicas. A state-changing script: the WAIT that covers it (its place in
+     * that WAIT's members at slot) and its reply, copied, kept until that WAIT answers.
+     * A WAIT: the scripts sent before it that it covers (NULL where one stopped waiting). */
+    struct pending *wait;
+    int slot;
+    struct pending **members;
+    int n_members;
+    redisReply *held;
+    bool unconfirmed; /* its WAIT could not be queued: never acknowledged */
 };
 
 /* One Redis connection. "main" runs scripts and commands with a deadline each; "reader"
@@ -54,6 +75,17 @@ struct conn {
     const char *drop_reason;
     int scripts_to_load;
     int64_t extra_deadline_ms; /* reader: the BLOCK time on top of command_timeout */
+    /* ack_replicas: the WAIT that will cover the scripts sent in this loop iteration, sent
+     * behind them by wait_ev before the loop waits again */
+    struct pending *batch;
+    struct event *wait_ev;
+    char host[256]; /* where this connection goes: from the url, or from the sentinels */
+    int port;
+    bool resolving; /* an evdns lookup of host is under way */
+    /* Sentinel mode: the query for the primary under way, on which sentinel, its deadline */
+    redisAsyncContext *sac;
+    int sentinel_next, sentinel_tries, sentinel_asked;
+    struct event *sentinel_ev;
 };
 
 static struct conn main_conn = {.name = "redis", .load_scripts = true};
@@ -76,7 +108,26 @@ static struct {
     bool closing;
     int prepare_script;
     char *(*prepare_argfn)(void);
+    /* [redis] sentinels, parsed */
+    struct {
+        char host[256];
+        int port;
+    } sentinel[CONFIG_MAX_SENTINELS];
+    int n_sentinels;
+    /* the +switch-master subscription on one sentinel */
+    redisAsyncContext *sub;
+    int sub_next;
+    struct event *sub_retry_ev;
+    /* after a WAIT came back short, writes fail fast until then (monotonic ms) */
+    int64_t replicas_short_until;
 } st = {.prepare_script = -1};
+
+/* Scripts that change nothing need no WAIT. */
+static const bool script_read_only[SCRIPT__COUNT] = {
+    [SCRIPT_GET_INTERACTION] = true, [SCRIPT_GET_CASE] = true,    [SCRIPT_GET_CUSTOMER] = true,
+    [SCRIPT_AGENT_READ] = true,      [SCRIPT_QUEUE_STATS] = true, [SCRIPT_REPORT] = true,
+    [SCRIPT_EXPORT_READ] = true,
+};
 
 void store_set_prepare_script(enum store_script s, char *(*argfn)(void))
 {
@@ -106,7 +157,11 @@ bool store_ready(void)
 
 const char *store_status(void)
 {
-    return main_conn.state == STORE_READY ? "ok" : (main_conn.why ? main_conn.why : "connecting");
+    if (main_conn.state == STORE_READY) /* state changes refused for a moment: say why */
+        return monotonic_ms() < st.replicas_short_until
+                   ? "NOREPLICAS too few replicas confirmed the last writes"
+                   : "ok";
+    return main_conn.why ? main_conn.why : "connecting";
 }
 
 bool store_error_is_transient(const char *err)
@@ -146,8 +201,119 @@ static void pending_unlink(struct conn *c, struct pending *p)
 
 static void pending_free(struct pending *p)
 {
+    if (p->held)
+        freeReplyObject(p->held);
+    free(p->members);
     free(p->cmd);
     free(p);
+}
+
+/* A deep copy of a reply: hiredis frees its own as soon as the callback returns, and a
+ * script's reply must outlive it until the WAIT behind it answers. Allocated with malloc
+ * like hiredis's own objects, so freeReplyObject() frees it. */
+static redisReply *reply_copy(const redisReply *r)
+{
+    redisReply *c = xcalloc(1, sizeof(*c));
+    c->type = r->type;
+    c->integer = r->integer;
+    if (r->str) {
+        c->str = xmalloc(r->len + 1);
+        memcpy(c->str, r->str, r->len);
+        c->str[r->len] = '\0';
+        c->len = r->len;
+    }
+    if (r->element && r->elements) {
+        c->element = xcalloc(r->elements, sizeof(*c->element));
+        c->elements = r->elements;
+        for (size_t i = 0; i < r->elements; i++)
+            c->element[i] = r->element[i] ? reply_copy(r->element[i]) : NULL;
+    }
+    return c;
+}
+
+/* Redis answers in order: when one reply came, the next command's wait starts now. A long
+ * pipeline that Redis keeps answering is progress, not a hang. */
+static void head_progressed(struct conn *c)
+{
+    if (!c->head)
+        return;
+    int64_t next = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms +
+                   c->head->extra_ms;
+    if (c->head->deadline < next)
+        c->head->deadline = next;
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
+static void on_wait(redisAsyncContext *ac, void *r, void *privdata);
+
+static int pending_send(struct conn *c, struct pending *p, redisCallbackFn *fn)
+{
+    p->deadline = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms +
+                  p->extra_ms;
+    if (redisAsyncFormattedCommand(c->ac, fn, p, p->cmd, p->cmdlen) != REDIS_OK)
+        return -1;
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    st.stats.round_trips++;
+    return 0;
+}
+
+/* The script p is covered by the next WAIT. All state-changing scripts sent in one loop
+ * iteration share one WAIT, sent behind them before the loop waits again (wait_ev): WAIT
+ * holds the connection until it returns, so one per script would serialise every write on
+ * a replica round trip; one per batch costs one round trip per batch, adding no delay. */
+static void wait_join(struct conn *c, struct pending *p)
+{
+    struct pending *w = c->batch;
+    if (!w) {
+        w = c->batch = xcalloc(1, sizeof(*w));
+        w->script = -1;
+        w->extra_ms = st.cfg->redis_ack_timeout;
+        event_active(c->wait_ev, EV_TIMEOUT, 0);
+    }
+    if (w->n_members % 64 == 0)
+        w->members = xrealloc(w->members, (size_t)(w->n_members + 64) * sizeof(*w->members));
+    p->wait = w;
+    p->slot = w->n_members;
+    w->members[w->n_members++] = p;
+}
+
+/* wait_ev: WAIT ack_replicas ack_timeout behind the batch of scripts. */
+static void on_wait_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct pending *w = c->batch;
+    c->batch = NULL;
+    if (!w)
+        return;
+    char n[16], t[16];
+    snprintf(n, sizeof(n), "%d", st.cfg->redis_ack_replicas);
+    snprintf(t, sizeof(t), "%d", st.cfg->redis_ack_timeout);
+    const char *av[3] = {"WAIT", n, t};
+    long long len = redisFormatCommandArgv(&w->cmd, 3, av, NULL);
+    w->cmdlen = len > 0 ? (size_t)len : 0;
+    if (len < 0 || !c->ac || pending_send(c, w, on_wait) < 0) {
+        /* the connection is going away: its scripts answer "unavailable", and any that
+         * would still succeed is never acknowledged without the replicas' word */
+        for (int i = 0; i < w->n_members; i++)
+            if (w->members[i]) {
+                w->members[i]->wait = NULL;
+                w->members[i]->unconfirmed = true;
+            }
+        pending_free(w);
+    }
+}
+
+/* The script p no longer waits for its WAIT (failed, or resent after NOSCRIPT). */
+static void wait_detach(struct pending *p)
+{
+    if (p->wait) {
+        p->wait->members[p->slot] = NULL;
+        p->wait = NULL;
+    }
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
@@ -157,33 +323,86 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *reply = r;
     if (reply && reply->type == REDIS_REPLY_ERROR && p->script >= 0 && !p->retried &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0 && c->ac && c->state == STORE_READY) {
-        /* Redis lost its script cache (restart, SCRIPT FLUSH): load and resend, in order. */
+        /* Redis lost its script cache (restart, SCRIPT FLUSH, a failover to a replica that
+         * never loaded it): load and resend, in order; a new WAIT follows the resent call. */
         p->retried = true;
         log_warn("redis: NOSCRIPT for %s, reloading", script_names[p->script]);
         redisAsyncCommand(c->ac, NULL, NULL, "SCRIPT LOAD %s", script_sources[p->script]);
         if (redisAsyncFormattedCommand(c->ac, on_reply, p, p->cmd, p->cmdlen) == REDIS_OK) {
             st.stats.round_trips += 2;
+            if (p->wait || p->unconfirmed) {
+                wait_detach(p);
+                p->unconfirmed = false;
+                wait_join(c, p);
+            }
             return;
         }
     }
     pending_unlink(c, p);
-    if (reply && c->head) {
-        /* Redis answers in order: the next command's wait starts now. A long pipeline that
-         * Redis keeps answering is progress, not a hang. */
-        int64_t next = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms;
-        if (c->head->deadline < next)
-            c->head->deadline = next;
+    head_progressed(c);
+    if (p->wait && reply && reply->type != REDIS_REPLY_ERROR) {
+        /* the state changed on the primary: acknowledged once the replicas have it too */
+        p->held = reply_copy(reply);
+        return;
     }
+    wait_detach(p);
     if (!reply) {
         st.stats.errors++;
         p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         st.stats.errors++;
         p->cb(reply, reply->str, p->arg);
+        if (st.n_sentinels && strncmp(reply->str, "READONLY", 8) == 0 && c->ac == ac) {
+            /* a demoted primary: ask the sentinels again (safe inside a callback) */
+            log_warn("%s: %s:%d is read-only now, asking the sentinels for the primary",
+                     c->name, c->host, c->port);
+            redisAsyncDisconnect(ac);
+        }
+    } else if (p->unconfirmed) {
+        p->cb(NULL, "unavailable: replication not confirmed", p->arg);
     } else {
         p->cb(reply, NULL, p->arg);
     }
     pending_free(p);
+}
+
+/* The WAIT behind a batch of state-changing scripts: their replies go to their callers only
+ * when enough replicas acknowledged. */
+static void on_wait(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct pending *w = privdata;
+    struct conn *c = conn_of(ac);
+    redisReply *reply = r;
+    pending_unlink(c, w);
+    head_progressed(c);
+    bool enough = reply && reply->type == REDIS_REPLY_INTEGER &&
+                  reply->integer >= st.cfg->redis_ack_replicas;
+    if (reply && !enough) {
+        /* written on the primary only: not acknowledged. New writes fail fast for a while
+         * rather than each batch holding the connection for ack_timeout. */
+        st.replicas_short_until = monotonic_ms() + st.cfg->redis_ack_timeout;
+        log_warn("redis: %lld of %d replicas confirmed a write within %d ms: answering 503",
+                 reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL,
+                 st.cfg->redis_ack_replicas, st.cfg->redis_ack_timeout);
+    }
+    for (int i = 0; i < w->n_members; i++) {
+        struct pending *p = w->members[i];
+        if (!p)
+            continue;
+        p->wait = NULL;
+        if (enough && p->held) {
+            p->cb(p->held, NULL, p->arg);
+        } else if (reply && p->held) {
+            st.stats.errors++;
+            st.stats.replica_shortfalls++;
+            p->cb(NULL, "NOREPLICAS not enough replicas confirmed the write in time", p->arg);
+        } else {
+            st.stats.errors++;
+            p->cb(NULL, c->drop_reason ? c->drop_reason : "unavailable", p->arg);
+        }
+        pending_free(p);
+    }
+    pending_free(w);
 }
 
 static int send_formatted(struct conn *c, char *cmd, size_t len, int script, store_cb *cb,
@@ -195,17 +414,13 @@ static int send_formatted(struct conn *c, char *cmd, size_t len, int script, sto
     p->cmd = cmd;
     p->cmdlen = len;
     p->script = script;
-    p->deadline = monotonic_ms() + st.cfg->redis_command_timeout + c->extra_deadline_ms;
-    if (redisAsyncFormattedCommand(c->ac, on_reply, p, cmd, len) != REDIS_OK) {
+    if (pending_send(c, p, on_reply) < 0) {
         pending_free(p);
         return -1;
     }
-    if (c->tail)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
-    st.stats.round_trips++;
+    if (script >= 0 && !script_read_only[script] && st.cfg->redis_ack_replicas > 0 &&
+        c->state == STORE_READY)
+        wait_join(c, p);
     return 0;
 }
 
@@ -231,6 +446,9 @@ int store_script(enum store_script s, int argc, const char **argv, const size_t 
 {
     if (main_conn.state != STORE_READY || !main_conn.ac)
         return -1;
+    if (!script_read_only[s] && st.cfg->redis_ack_replicas > 0 &&
+        monotonic_ms() < st.replicas_short_until)
+        return -1; /* the replicas were just found missing: 503 at once, the caller retries */
     enum { MAX_ARGS = 64 };
     const char *av[MAX_ARGS + 4];
     size_t al[MAX_ARGS + 4];
@@ -270,6 +488,16 @@ int store_stream_read(const char *stream_suffix, const char *last_id, int block_
 
 /* ---- connection life cycle ---- */
 
+/* For logs: the url, or in Sentinel mode the primary the sentinels named. */
+static const char *conn_where(const struct conn *c)
+{
+    static char buf[300];
+    if (!st.n_sentinels)
+        return st.url;
+    snprintf(buf, sizeof(buf), "%s:%d", c->host, c->port);
+    return buf;
+}
+
 static void schedule_reconnect(struct conn *c)
 {
     if (st.closing)
@@ -301,6 +529,19 @@ static void conn_drop(struct conn *c, const char *reason)
     }
 }
 
+static void prepared_step(struct conn *c)
+{
+    if (--c->scripts_to_load == 0) {
+        c->attempts = 0;
+        set_state(c, STORE_READY, NULL);
+        if (st.n_sentinels)
+            log_info("%s: ready (primary %s of %s)", c->name, conn_where(c),
+                     st.cfg->redis_master_name);
+        else
+            log_info("%s: ready (%s)", c->name, st.url);
+    }
+}
+
 static void on_prepared(const redisReply *reply, const char *err, void *arg)
 {
     intptr_t which = (intptr_t)arg;
@@ -315,11 +556,30 @@ static void on_prepared(const redisReply *reply, const char *err, void *arg)
     }
     if (which >= 0 && (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, st.sha[which]) != 0))
         log_error("redis: script %s loaded with an unexpected sha", script_names[which]);
-    if (--c->scripts_to_load == 0) {
-        c->attempts = 0;
-        set_state(c, STORE_READY, NULL);
-        log_info("%s: ready (%s)", c->name, st.url);
+    prepared_step(c);
+}
+
+/* Sentinel mode: the address the sentinels gave must be the primary now (a sentinel may
+ * still name the old one for a moment during a failover). */
+static void on_role(const redisReply *reply, const char *err, void *arg)
+{
+    struct conn *c = arg;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(reply->element[0]->str, "master") != 0) {
+        if (!err) /* when err, on_prepared reports the failure */
+            log_warn("%s: %s:%d is not the primary (ROLE %s), asking the sentinels again",
+                     c->name, c->host, c->port,
+                     reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                             reply->element[0]->type == REDIS_REPLY_STRING
+                         ? reply->element[0]->str
+                         : "?");
+        set_state(c, STORE_PREPARING, "no writable primary");
+        if (c->ac)
+            redisAsyncDisconnect(c->ac);
+        return;
     }
+    prepared_step(c);
 }
 
 static void prepare_connection(struct conn *c)
@@ -336,6 +596,11 @@ static void prepare_connection(struct conn *c)
         av[ac++] = st.cfg->redis_password;
         c->scripts_to_load++;
         send_argv(c, ac, av, NULL, -1, on_prepared, (void *)tag);
+    }
+    if (st.n_sentinels) {
+        const char *av[1] = {"ROLE"};
+        c->scripts_to_load++;
+        send_argv(c, 1, av, NULL, -1, on_role, c);
     }
     if (st.db > 0) {
         char db[16];
@@ -366,13 +631,13 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct conn *c = conn_of(ac);
     if (status != REDIS_OK) {
-        log_warn("%s: connect to %s failed: %s", c->name, st.url, ac->errstr);
+        log_warn("%s: connect to %s failed: %s", c->name, conn_where(c), ac->errstr);
         c->ac = NULL; /* hiredis frees the context after this callback */
         set_state(c, STORE_DISCONNECTED, "redis unreachable");
         schedule_reconnect(c);
         return;
     }
-    log_debug("%s: connected to %s", c->name, st.url);
+    log_debug("%s: connected to %s", c->name, conn_where(c));
     prepare_connection(c);
 }
 
@@ -392,7 +657,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 static void attach(struct conn *c, redisAsyncContext *ac)
 {
     if (!ac || ac->err) {
-        log_warn("%s: cannot connect to %s: %s", c->name, st.url, ac ? ac->errstr : "out of memory");
+        log_warn("%s: cannot connect to %s: %s", c->name, conn_where(c),
+                 ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
         set_state(c, STORE_DISCONNECTED, "redis unreachable");
@@ -406,46 +672,298 @@ static void attach(struct conn *c, redisAsyncContext *ac)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
 
+/* "a.b.c.d" of the first address, or "" */
+static void addrinfo_ip(const struct evutil_addrinfo *res, char *ip, size_t n)
+{
+    ip[0] = '\0';
+    if (res->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, (socklen_t)n);
+    else if (res->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, (socklen_t)n);
+}
+
+static bool is_ip(const char *host)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     struct conn *c = arg;
+    c->resolving = false;
     if (result != 0 || !res) {
-        log_warn("%s: cannot resolve %s: %s", c->name, st.host, evutil_gai_strerror(result));
+        log_warn("%s: cannot resolve %s: %s", c->name, c->host, evutil_gai_strerror(result));
         set_state(c, STORE_DISCONNECTED, "redis host unresolved");
         schedule_reconnect(c);
         return;
     }
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (res->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof(ip));
-    else
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, sizeof(ip));
+    char ip[INET6_ADDRSTRLEN];
+    addrinfo_ip(res, ip, sizeof(ip));
     evutil_freeaddrinfo(res);
-    attach(c, redisAsyncConnect(ip, st.port));
-}
-
-static void conn_connect(struct conn *c)
-{
     if (st.closing)
         return;
-    set_state(c, STORE_CONNECTING, "connecting to redis");
+    attach(c, redisAsyncConnect(ip, c->port));
+}
+
+/* Connect to c->host:c->port (or the unix socket of the url). */
+static void conn_connect_addr(struct conn *c)
+{
     if (st.is_unix) {
         attach(c, redisAsyncConnectUnix(st.host));
         return;
     }
-    struct in6_addr a6;
-    struct in_addr a4;
-    if (inet_pton(AF_INET, st.host, &a4) == 1 || inet_pton(AF_INET6, st.host, &a6) == 1) {
-        attach(c, redisAsyncConnect(st.host, st.port));
+    if (is_ip(c->host)) {
+        attach(c, redisAsyncConnect(c->host, c->port));
         return;
     }
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    evdns_getaddrinfo(st.dns, st.host, NULL, &hints, on_resolved, c);
+    c->resolving = true;
+    evdns_getaddrinfo(st.dns, c->host, NULL, &hints, on_resolved, c);
+}
+
+/* ---- Sentinel: which server is the primary ---- */
+
+static void sentinel_ask(struct conn *c);
+
+static void on_master_addr(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct conn *c = privdata;
+    redisReply *reply = r;
+    if (c->sac != ac)
+        return; /* a query given up on (deadline, shutdown) */
+    c->sac = NULL;
+    evtimer_del(c->sentinel_ev);
+    int i = c->sentinel_asked;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->type == REDIS_REPLY_STRING && reply->element[0]->len > 0 &&
+        reply->element[0]->len < sizeof(c->host) && atoi(reply->element[1]->str) > 0 &&
+        atoi(reply->element[1]->str) <= 65535) {
+        int port = atoi(reply->element[1]->str);
+        if (strcmp(c->host, reply->element[0]->str) != 0 || c->port != port) {
+            if (c->host[0] && c == &main_conn) /* the reader follows the same move */
+                st.stats.failovers++;
+            log_info("%s: sentinel %s:%d names %s:%d the primary of %s", c->name,
+                     st.sentinel[i].host, st.sentinel[i].port, reply->element[0]->str, port,
+                     st.cfg->redis_master_name);
+        }
+        snprintf(c->host, sizeof(c->host), "%s", reply->element[0]->str);
+        c->port = port;
+        redisAsyncDisconnect(ac);
+        conn_connect_addr(c);
+        return;
+    }
+    log_warn("%s: sentinel %s:%d: %s", c->name, st.sentinel[i].host, st.sentinel[i].port,
+             !reply                             ? (ac->errstr[0] ? ac->errstr : "unreachable")
+             : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                : "knows no primary of that name");
+    if (reply)
+        redisAsyncDisconnect(ac);
+    sentinel_ask(c);
+}
+
+static void sentinel_query(struct conn *c, const char *ip)
+{
+    int i = c->sentinel_asked;
+    redisAsyncContext *ac = redisAsyncConnect(ip, st.sentinel[i].port);
+    if (!ac || ac->err) {
+        log_warn("%s: sentinel %s:%d: %s", c->name, st.sentinel[i].host, st.sentinel[i].port,
+                 ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        sentinel_ask(c);
+        return;
+    }
+    c->sac = ac;
+    ac->data = c;
+    redisLibeventAttach(ac, st.base);
+    redisAsyncCommand(ac, on_master_addr, c, "SENTINEL get-master-addr-by-name %s",
+                      st.cfg->redis_master_name);
+    int64_t ms = st.cfg->redis_command_timeout;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->sentinel_ev, &tv);
+}
+
+static void on_sentinel_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct conn *c = arg;
+    c->resolving = false;
+    if (st.closing) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    if (result != 0 || !res) {
+        log_warn("%s: cannot resolve sentinel %s: %s", c->name,
+                 st.sentinel[c->sentinel_asked].host, evutil_gai_strerror(result));
+        sentinel_ask(c);
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    addrinfo_ip(res, ip, sizeof(ip));
+    evutil_freeaddrinfo(res);
+    sentinel_query(c, ip);
+}
+
+/* Ask the next sentinel; after each has been asked once in this round, back off. */
+static void sentinel_ask(struct conn *c)
+{
+    if (st.closing)
+        return;
+    if (c->sentinel_tries >= st.n_sentinels) {
+        set_state(c, STORE_DISCONNECTED, "no sentinel names a primary");
+        schedule_reconnect(c);
+        return;
+    }
+    c->sentinel_tries++;
+    int i = c->sentinel_asked = c->sentinel_next++ % st.n_sentinels;
+    if (is_ip(st.sentinel[i].host)) {
+        sentinel_query(c, st.sentinel[i].host);
+        return;
+    }
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->resolving = true;
+    evdns_getaddrinfo(st.dns, st.sentinel[i].host, NULL, &hints, on_sentinel_resolved, c);
+}
+
+static void on_sentinel_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    redisAsyncContext *ac = c->sac;
+    c->sac = NULL;
+    log_warn("%s: sentinel %s:%d did not answer in time", c->name,
+             st.sentinel[c->sentinel_asked].host, st.sentinel[c->sentinel_asked].port);
+    if (ac)
+        redisAsyncFree(ac); /* its callback sees a query given up on */
+    sentinel_ask(c);
+}
+
+static void conn_connect(struct conn *c)
+{
+    if (st.closing || c->resolving || c->sac || c->ac)
+        return;
+    if (st.n_sentinels) {
+        set_state(c, STORE_CONNECTING, "asking the sentinels for the primary");
+        c->sentinel_tries = 0;
+        sentinel_ask(c);
+        return;
+    }
+    set_state(c, STORE_CONNECTING, "connecting to redis");
+    conn_connect_addr(c);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     conn_connect(arg);
+}
+
+/* A sentinel announced a new primary: a connection elsewhere leaves it now (its commands in
+ * flight answer 503; retries are harmless) and asks the sentinels at once. */
+static void conn_follow(struct conn *c, const char *ip, int port)
+{
+    if (c->ac && strcmp(c->host, ip) == 0 && c->port == port)
+        return; /* already there */
+    c->attempts = 0; /* should the question under way get a stale answer, ask again soon */
+    if (c->sac || c->resolving)
+        return; /* asking right now */
+    conn_drop(c, "unavailable: failover");
+    evtimer_del(c->retry_ev);
+    c->attempts = 0;
+    conn_connect(c);
+}
+
+static void sub_connect(void);
+
+static void sub_retry_later(void)
+{
+    if (st.closing)
+        return;
+    struct timeval tv = {1, 0};
+    evtimer_add(st.sub_retry_ev, &tv);
+}
+
+static void on_switch_master(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(reply->element[0]->str, "message") != 0 ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return; /* the subscribe confirmation, or the connection going away */
+    /* "<name> <old ip> <old port> <new ip> <new port>" */
+    char name[129], old_ip[256], new_ip[256];
+    int old_port, new_port;
+    if (sscanf(reply->element[2]->str, "%128s %255s %d %255s %d", name, old_ip, &old_port,
+               new_ip, &new_port) != 5 ||
+        strcmp(name, st.cfg->redis_master_name) != 0)
+        return;
+    log_warn("redis: failover of %s: %s:%d -> %s:%d (+switch-master)", name, old_ip, old_port,
+             new_ip, new_port);
+    conn_follow(&main_conn, new_ip, new_port);
+    conn_follow(&reader_conn, new_ip, new_port);
+}
+
+static void on_sub_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        log_debug("redis: sentinel subscription: %s", ac->errstr);
+        st.sub = NULL;
+        sub_retry_later();
+    }
+}
+
+static void on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+    if (st.sub == ac)
+        st.sub = NULL;
+    if (!st.closing)
+        log_warn("redis: sentinel subscription lost, moving to the next sentinel");
+    sub_retry_later();
+}
+
+static void on_sub_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    if (st.closing || result != 0 || !res) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        sub_retry_later();
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    addrinfo_ip(res, ip, sizeof(ip));
+    evutil_freeaddrinfo(res);
+    int i = (int)(intptr_t)arg;
+    redisAsyncContext *ac = redisAsyncConnect(ip, st.sentinel[i].port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        sub_retry_later();
+        return;
+    }
+    st.sub = ac;
+    redisLibeventAttach(ac, st.base);
+    redisAsyncSetConnectCallback(ac, on_sub_connect);
+    redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
+    redisAsyncCommand(ac, on_switch_master, NULL, "SUBSCRIBE +switch-master");
+}
+
+/* Subscribe to +switch-master on one sentinel (the next one after a loss). */
+static void sub_connect(void)
+{
+    if (st.closing || st.sub || !st.n_sentinels)
+        return;
+    int i = st.sub_next++ % st.n_sentinels;
+    /* evdns answers numeric addresses at once, from inside this call */
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    evdns_getaddrinfo(st.dns, st.sentinel[i].host, NULL, &hints, on_sub_resolved,
+                      (void *)(intptr_t)i);
+}
+
+static void on_sub_retry(evutil_socket_t fd, short what, void *arg)
+{
+    sub_connect();
 }
 
 /* The deadline check: replies come back in send order, so the head is the oldest. */
@@ -514,8 +1032,24 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
     st.cfg = cfg;
     st.closing = false;
     st.url = xstrdup(url);
-    if (parse_url(url, err) < 0)
+    st.n_sentinels = 0;
+    if (cfg->redis_sentinels) {
+        char *copy = xstrdup(cfg->redis_sentinels), *save = NULL;
+        for (char *t = strtok_r(copy, " \t,", &save); t && st.n_sentinels < CONFIG_MAX_SENTINELS;
+             t = strtok_r(NULL, " \t,", &save)) {
+            int n = st.n_sentinels;
+            if (config_host_port(t, st.sentinel[n].host, sizeof(st.sentinel[n].host),
+                                 &st.sentinel[n].port) == 0)
+                st.n_sentinels++;
+        }
+        free(copy);
+        if (!st.n_sentinels) {
+            *err = xasprintf("no usable sentinel address");
+            return -1;
+        }
+    } else if (parse_url(url, err) < 0) {
         return -1;
+    }
     snprintf(st.key_base, sizeof(st.key_base), "%s:{main}:", cfg->redis_prefix);
     for (int i = 0; i < SCRIPT__COUNT; i++) {
         unsigned char md[SHA_DIGEST_LENGTH];
@@ -526,9 +1060,19 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
     st.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     struct conn *conns[] = {&main_conn, &reader_conn};
     for (size_t i = 0; i < ARRAY_SIZE(conns); i++) {
-        conns[i]->retry_ev = evtimer_new(base, on_retry, conns[i]);
-        conn_connect(conns[i]);
+        struct conn *c = conns[i];
+        c->host[0] = '\0';
+        if (!st.n_sentinels) {
+            snprintf(c->host, sizeof(c->host), "%s", st.host);
+            c->port = st.port;
+        }
+        c->retry_ev = evtimer_new(base, on_retry, c);
+        c->sentinel_ev = evtimer_new(base, on_sentinel_deadline, c);
+        c->wait_ev = event_new(base, -1, 0, on_wait_flush, c);
+        conn_connect(c);
     }
+    st.sub_retry_ev = evtimer_new(base, on_sub_retry, NULL);
+    sub_connect();
     st.tick_ev = event_new(base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tick = {0, 100 * 1000};
     evtimer_add(st.tick_ev, &tick);
@@ -547,11 +1091,32 @@ void store_close(void)
             redisAsyncFree(ac);
             c->ac = NULL;
         }
+        if (c->sac) {
+            redisAsyncContext *ac = c->sac;
+            c->sac = NULL;
+            redisAsyncFree(ac);
+        }
         if (c->retry_ev)
             event_free(c->retry_ev);
-        c->retry_ev = NULL;
+        if (c->sentinel_ev)
+            event_free(c->sentinel_ev);
+        if (c->wait_ev)
+            event_free(c->wait_ev);
+        c->retry_ev = c->sentinel_ev = c->wait_ev = NULL;
+        if (c->batch) { /* its scripts were answered "shutting down" above */
+            pending_free(c->batch);
+            c->batch = NULL;
+        }
         c->state = STORE_DISCONNECTED;
     }
+    if (st.sub) {
+        redisAsyncContext *ac = st.sub;
+        st.sub = NULL;
+        redisAsyncFree(ac);
+    }
+    if (st.sub_retry_ev)
+        event_free(st.sub_retry_ev);
+    st.sub_retry_ev = NULL;
     if (st.tick_ev)
         event_free(st.tick_ev);
     if (st.dns)

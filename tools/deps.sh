@@ -22,6 +22,8 @@ if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS tmux iproute2"
   # the fax tests: fax pages made with Ghostscript, tiff2pdf, Ed25519 signing in Python
   PKGS="$PKGS ghostscript libtiff-tools python3-cryptography"
+  # the failover test: three redis-sentinels watching a primary and two replicas
+  PKGS="$PKGS redis-sentinel"
   # the analytics test: the export loaded into a real PostgreSQL (initdb + pg_ctl, temp dir)
   PKGS="$PKGS postgresql"
   command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

@@ -59,6 +59,7 @@ struct branch_conf {
 };
 
 #define CONFIG_MAX_MAILBOXES 64
+#define CONFIG_MAX_SENTINELS 16
 
 /* [mailbox NAME]: one IMAP(S) mailbox polled by the email channel (channels/email_imap.c). */
 struct mailbox_conf {
@@ -104,6 +105,10 @@ struct config {
     char *redis_server;       /* embedded mode: the redis-server binary */
     char *redis_appendfsync;  /* embedded mode: everysec | always */
     int redis_command_timeout;/* ms */
+    char *redis_sentinels;    /* "host:port host:port ...": find the primary through Sentinel */
+    char *redis_master_name;  /* the name the sentinels monitor the primary under */
+    int redis_ack_replicas;   /* WAIT for this many replicas after each state change */
+    int redis_ack_timeout;    /* ms the WAIT may take */
     /* [api] */
     char *api_token;
     char *api_token_file;
@@ -230,6 +235,8 @@ struct config {
 
 /* Load and validate; on error returns NULL and *err = "file:line: key: problem". */
 struct config *config_load(const char *path, char **err);
+/* "host:port" or "[v6]:port" -> host, port; -1 when malformed. */
+int config_host_port(const char *s, char *host, size_t hostsz, int *port);
 void config_free(struct config *cfg);
 /* Print a sample configuration generated from the key table (every key documented). */
 void config_print_sample(FILE *out);

@@ -56,7 +56,7 @@ int store_init(struct event_base *base, const struct config *cfg, const char *ur
                char **err);
 void store_close(void);
 bool store_ready(void);
-const char *store_status(void); /* why not ready, for /healthz */
+const char *store_status(void); /* why not ready (or why writes are refused now), for 503s */
 /* A synchronous connection (AUTH, SELECT done) for one-shot command-line work off any
  * event loop; NULL and *err on failure. Never used by the daemon. */
 redisContext *store_connect_sync(const struct config *cfg, const char *url, char **err);
@@ -87,6 +87,8 @@ bool store_error_is_transient(const char *err);
 /* Counters for /metrics. */
 struct store_stats {
     unsigned long long round_trips, reconnects, timeouts, errors;
+    unsigned long long replica_shortfalls; /* WAITs that came back with too few replicas */
+    unsigned long long failovers;          /* primaries followed to a new address */
 };
 const struct store_stats *store_get_stats(void);
 
