@@ -91,8 +91,8 @@ class NotifyTest(unittest.TestCase):
         d.log_path = os.path.join(d.dir, 'omniccd.log')
         with open(d.config_path, 'w') as f:
             f.write('[daemon]\nstate_dir = %s\n[http]\nlisten = 127.0.0.1:%d\n[api]\ntoken = %s\n'
-                    '[redis]\nurl = %s\n' % (os.path.join(d.dir, 'state'), d.port, harness.TOKEN,
-                                            self.redis.url))
+                    '[redis]\nurl = %s\n%s' % (os.path.join(d.dir, 'state'), d.port, harness.TOKEN,
+                                              self.redis.url, self.redis.config_lines()))
         d.start(wait=False)
         return d
 
