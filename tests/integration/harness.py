@@ -46,9 +46,10 @@ class RedisServer:
     user, left open for the tests' own inspection."""
     by_url = {}  # url -> RedisServer, so Omniccd(tmp, redis.url) finds the credentials
 
-    def __init__(self, tmp, extra=()):
-        self.dir = os.path.join(tmp, 'redis-%d' % free_port())
-        os.makedirs(self.dir)
+    def __init__(self, tmp, extra=(), data_dir=None):
+        """data_dir: an existing directory with data to start on (a restore); else a new one."""
+        self.dir = data_dir or os.path.join(tmp, 'redis-%d' % free_port())
+        os.makedirs(self.dir, exist_ok=bool(data_dir))
         self.port = free_port()
         self.extra = list(extra)
         self.proc = None
