@@ -41,8 +41,8 @@ def wait_for(pred, timeout=10.0, what='condition'):
 
 
 class RedisServer:
-    """redis-server with config/redis-acl.conf loaded: user `omnicc` (password in
-    self.password_file, stored as its SHA-256 as docs/OPERATIONS.md says) and the default
+    """redis-server with config/redis-acl.conf loaded: users `omnicc` and `omnicc-backup`
+    (password in self.password_file, stored as its SHA-256 as docs/OPERATIONS.md says) and the default
     user, left open for the tests' own inspection."""
     by_url = {}  # url -> RedisServer, so Omniccd(tmp, redis.url) finds the credentials
 
@@ -59,7 +59,8 @@ class RedisServer:
             f.write(password + '\n')
         with open(REDIS_ACL) as f:
             rule = f.read().strip()
-        assert rule.count('>change-me') == 1, 'config/redis-acl.conf: one >change-me placeholder'
+        # users omnicc and omnicc-backup (tools/backup), both given this password here
+        assert rule.count('>change-me') == 2, 'config/redis-acl.conf: a >change-me per user'
         rule = rule.replace('>change-me', '#' + hashlib.sha256(password.encode()).hexdigest())
         self.aclfile = os.path.join(self.dir, 'users.acl')
         with open(self.aclfile, 'w') as f:

@@ -37,6 +37,23 @@ class AclTest(harness.TestCase):
         self.assertIn('NOPERM', self.as_omnicc('XADD', 'omnicc:x', '*', 'a', 'b'))
         self.assertNotIn('NOPERM', self.as_omnicc('GET', 'omnicc:{main}:seq:ix'))
 
+    def test_the_backup_user_can_only_take_a_snapshot(self):
+        with open(self.redis.password_file) as f:
+            password = f.read().strip()
+
+        def as_backup(*args):
+            out = subprocess.run(['redis-cli', '-p', str(self.redis.port), '--user', 'omnicc-backup',
+                                  '--pass', password, '--no-auth-warning', '--no-raw'] + list(args),
+                                 capture_output=True, text=True, timeout=30)
+            return out.returncode, (out.stdout + out.stderr).strip()
+        for cmd in (['GET', 'omnicc:{main}:seq:ix'], ['HGETALL', 'omnicc:{main}:schema'],
+                    ['EVALSHA', '0' * 40, '0'], ['FLUSHALL'], ['CONFIG', 'GET', 'dir']):
+            self.assertIn('NOPERM', as_backup(*cmd)[1], cmd)
+        rdb = os.path.join(self.tmp, 'snapshot.rdb')
+        rc, out = as_backup('--rdb', rdb)
+        self.assertEqual(rc, 0, out)
+        self.assertGreater(os.path.getsize(rdb), 100)
+
     def test_a_script_cannot_reach_a_key_outside_the_prefix(self):
         # Scripts get only the key base as KEYS[1] and build the rest (docs/REDIS.md); the ACL
         # still checks each key a script touches when it touches it.

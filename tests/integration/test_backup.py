@@ -70,6 +70,11 @@ class BackupTest(unittest.TestCase):
             self.acked[body['id']] = (body['case_id'], shas + [meta['raw_sha256']])
         return body['id']
 
+    def as_backup_user(self):
+        """redis-cli options for tools/backup: the omnicc-backup user of config/redis-acl.conf."""
+        with open(self.redis.password_file) as f:
+            return ['-p', str(self.redis.port), '--user', 'omnicc-backup', '--pass', f.read().strip()]
+
     def run_tool(self, *args):
         return subprocess.run(list(args), capture_output=True, text=True, timeout=300)
 
@@ -95,7 +100,7 @@ class BackupTest(unittest.TestCase):
         t.start()
         time.sleep(0.3)
         out = os.path.join(self.tmp, 'backup')
-        r = self.run_tool(BACKUP, '-s', self.d.state_dir, '-o', out, '--', '-p', str(self.redis.port))
+        r = self.run_tool(BACKUP, '-s', self.d.state_dir, '-o', out, '--', *self.as_backup_user())
         time.sleep(0.3)
         stop.set()
         t.join(30)
