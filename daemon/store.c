@@ -428,7 +428,7 @@ static void prepare_connection(struct conn *c)
 {
     intptr_t tag = c == &reader_conn ? -2 : -1;
     set_state(c, STORE_PREPARING, "loading scripts");
-    c->scripts_to_load = 1; /* the final PING below */
+    c->scripts_to_load = 1; /* the final PING (prepare_finish) */
     if (st.cfg->redis_password) {
         const char *av[3];
         int ac = 0;
