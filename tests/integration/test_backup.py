@@ -193,5 +193,52 @@ class BackupTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'b2.partial')))
 
 
+class EmbeddedBackupTest(unittest.TestCase):
+    """Embedded mode (no [redis] url): the snapshot comes through the unix socket in
+    state_dir, and the restore puts files and Redis data into one fresh directory."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='ob-', dir='/tmp')  # unix socket paths are short
+        self.d = harness.Omniccd(self.tmp, None, name='e')
+
+    def tearDown(self):
+        self.d.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_embedded_backup_and_restore(self):
+        made = []
+        for i in range(5):
+            st, body, _ = self.d.post('/v1/interactions', {'channel': 'voice', 'external_id': 'e%d' % i})
+            self.assertEqual(st, 202, body)
+            made.append(body)
+        files = [os.urandom(3000)]
+        st, body, _ = self.d.request('POST', '/v1/email/inbound', mail(900, files),
+                                     content_type='message/rfc822')
+        self.assertEqual(st, 202, body)
+        sha = hashlib.sha256(files[0]).hexdigest()
+        out = os.path.join(self.tmp, 'bk')
+        r = subprocess.run([BACKUP, '-s', self.d.state_dir, '-o', out, '--', '-s',
+                            os.path.join(self.d.state_dir, 'redis.sock')],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # the embedded Redis's own files are not copied: the snapshot stands for them
+        self.assertEqual(sorted(os.listdir(os.path.join(out, 'state'))), ['attachments', 'webchat.key'])
+        self.d.stop()
+
+        e2 = harness.Omniccd(self.tmp, None, name='f', start=False)
+        r = subprocess.run([RESTORE, out, e2.state_dir, e2.state_dir], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        try:
+            e2.start()
+            for m in made:
+                st, ix, _ = e2.get('/v1/interactions/' + m['id'])
+                self.assertEqual((st, ix['case_id']), (200, m['case_id']))
+            st, data, _ = e2.request('GET', '/v1/attachments/' + sha, raw=True)
+            self.assertEqual((st, data), (200, files[0]))
+        finally:
+            e2.stop()
+
+
 if __name__ == '__main__':
     unittest.main()
