@@ -216,18 +216,21 @@ class EmbeddedBackupTest(unittest.TestCase):
                                      content_type='message/rfc822')
         self.assertEqual(st, 202, body)
         sha = hashlib.sha256(files[0]).hexdigest()
+        # relative paths, as an operator types them (the tools change directory inside)
         out = os.path.join(self.tmp, 'bk')
-        r = subprocess.run([BACKUP, '-s', self.d.state_dir, '-o', out, '--', '-s',
+        rel_state = os.path.relpath(self.d.state_dir, self.tmp)
+        r = subprocess.run([os.path.abspath(BACKUP), '-s', rel_state, '-o', 'bk', '--', '-s',
                             os.path.join(self.d.state_dir, 'redis.sock')],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, cwd=self.tmp)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         # the embedded Redis's own files are not copied: the snapshot stands for them
         self.assertEqual(sorted(os.listdir(os.path.join(out, 'state'))), ['attachments', 'webchat.key'])
         self.d.stop()
 
         e2 = harness.Omniccd(self.tmp, None, name='f', start=False)
-        r = subprocess.run([RESTORE, out, e2.state_dir, e2.state_dir], capture_output=True,
-                           text=True, timeout=120)
+        rel = os.path.relpath(e2.state_dir, self.tmp)
+        r = subprocess.run([os.path.abspath(RESTORE), 'bk', rel, rel], capture_output=True,
+                           text=True, timeout=120, cwd=self.tmp)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         try:
             e2.start()
