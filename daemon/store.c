@@ -414,7 +414,8 @@ static void on_schema(const redisReply *reply, const char *err, void *arg)
     } else if (strcmp(status, "newer") == 0) {
         free(st.fatal);
         st.fatal = xasprintf("Redis layout is version %lld, this omniccd supports up to %d: "
-                             "upgrade omniccd", version, STORE_SCHEMA_VERSION);
+                             "upgrade omniccd",
+                             version, STORE_SCHEMA_VERSION);
         log_error("%s: %s", c->name, st.fatal);
         set_state(c, STORE_PREPARING, st.fatal);
         if (c->ac)

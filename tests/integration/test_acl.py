@@ -21,11 +21,13 @@ class AclTest(harness.TestCase):
         return (out.stdout + out.stderr).strip()
 
     def test_both_connections_run_as_the_acl_user(self):
-        self.ingest()
-        clients = [l for l in self.redis.raw('CLIENT', 'LIST') if 'cmd=client' not in l]
-        users = sorted(l.split(' user=')[1].split(' ')[0] for l in clients)
-        self.assertEqual(users, ['omnicc', 'omnicc'], clients)
-        self.assertTrue(any('cmd=xread' in l for l in clients), clients)
+        self.ingest()  # the reader's XREAD BLOCK wakes up for the event and blocks again
+
+        def clients():
+            return [l for l in self.redis.raw('CLIENT', 'LIST') if 'cmd=client' not in l]
+        harness.wait_for(lambda: any('cmd=xread' in l for l in clients()), 10, 'the reader')
+        users = sorted(l.split(' user=')[1].split(' ')[0] for l in clients())
+        self.assertEqual(users, ['omnicc', 'omnicc'], clients())
 
     def test_the_acl_user_can_do_nothing_else(self):
         self.assertIn('PONG', self.as_omnicc('PING'))
