@@ -42,7 +42,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     if (!store_ready()) {
-        if (monotonic_ms() > c.deadline) {
+        if (store_fatal() || monotonic_ms() > c.deadline) {
             log_error("Redis not reachable (%s)", store_status());
             stop(2);
         }

@@ -51,7 +51,7 @@ static const struct cfg_key cfg_keys[] = {
      "web/ when built from source, else the installed datadir/omnicc/web."},
     {"redis", "url", CFG_STR, C(redis_url), 1, 1024, NULL, NULL,
      "redis://host:port/db or unix:///path. Empty: omniccd runs its own redis-server."},
-    {"redis", "user", CFG_STR, C(redis_user), 1, 128, NULL, NULL, "ACL user name (AUTH user pass)."},
+    {"redis", "user", CFG_STR, C(redis_user), 1, 128, NULL, NULL, "ACL user name (AUTH user pass; config/redis-acl.conf has its rules)."},
     {"redis", "password_file", CFG_STR, C(redis_password_file), 1, 1024, NULL, NULL,
      "File holding the Redis password (first line)."},
     {"redis", "prefix", CFG_STR, C(redis_prefix), 1, 64, "omnicc", NULL,
@@ -1226,6 +1226,8 @@ struct config *config_load(const char *path, char **err)
     } else {
         FAIL(lineno, "token", "[api] token or token_file is required");
     }
+    if (cfg->redis_user && !cfg->redis_password_file)
+        FAIL(line_of("user"), "user", "needs password_file (AUTH user password)");
     if (cfg->redis_password_file) {
         char *e = NULL;
         cfg->redis_password = read_secret_file(cfg->redis_password_file, &e);

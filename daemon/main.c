@@ -31,6 +31,9 @@
 #include "omnicc/util.h"
 
 #define SHUTDOWN_GRACE_MS 10000
+/* Exit status for a Redis layout this omniccd cannot read (sysexits.h EX_CONFIG): the unit
+ * has RestartPreventExitStatus=78, restarting would only refuse again. */
+#define EXIT_LAYOUT 78
 
 static struct {
     struct event_base *base;
@@ -123,6 +126,13 @@ static void start_watchdog(void)
 /* READY (systemd, and the line a newcomer reads) once Redis answers and listeners are bound. */
 static void on_ready_check(evutil_socket_t fd, short what, void *arg)
 {
+    if (store_fatal() && d.exit_code == 0) {
+        log_error("startup: %s", store_fatal());
+        sd_notifyf(0, "STATUS=%s", store_fatal());
+        d.exit_code = EXIT_LAYOUT;
+        event_base_loopexit(d.base, NULL);
+        return;
+    }
     if (d.announced_ready || !store_ready())
         return;
     d.announced_ready = true;
@@ -196,7 +206,7 @@ static int run_daemon(void)
     if (d.watchdog_ev)
         event_free(d.watchdog_ev);
     event_base_free(d.base);
-    return 0;
+    return d.exit_code;
 fail:
     log_error("startup: %s", err);
     free(err);
@@ -231,7 +241,7 @@ static void on_import_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct import_job *job = arg;
     if (!store_ready()) {
-        if (monotonic_ms() > d.drain_deadline) {
+        if (store_fatal() || monotonic_ms() > d.drain_deadline) {
             log_error("import: Redis not reachable (%s)", store_status());
             d.exit_code = 2;
             event_base_loopexit(d.base, NULL);

@@ -1,6 +1,7 @@
 /* store.c - the one connection to Redis (hiredis async on the event loop).
  *
- * States: DISCONNECTED -> CONNECTING -> PREPARING (AUTH, SELECT, SCRIPT LOAD) -> READY.
+ * States: DISCONNECTED -> CONNECTING -> PREPARING (AUTH, SELECT, SCRIPT LOAD, the data layout
+ * version check and its migrations, the prepare script) -> READY.
  * Only READY accepts work; otherwise callers answer 503 at once. Every command carries a
  * deadline: if the oldest outstanding reply is late, the connection is dropped, every
  * pending callback fires with "timeout", and we reconnect with backoff and jitter. A reply
@@ -120,6 +121,7 @@ static struct {
     struct event *sub_retry_ev;
     /* after a WAIT came back short, writes fail fast until then (monotonic ms) */
     int64_t replicas_short_until;
+    char *fatal; /* a layout this omniccd cannot read: no reconnect, main exits */
 } st = {.prepare_script = -1};
 
 /* Scripts that change nothing need no WAIT. */
@@ -128,6 +130,9 @@ static const bool script_read_only[SCRIPT__COUNT] = {
     [SCRIPT_AGENT_READ] = true,      [SCRIPT_QUEUE_STATS] = true, [SCRIPT_REPORT] = true,
     [SCRIPT_EXPORT_READ] = true,
 };
+
+/* migrations[n] takes layout n to n + 1 (daemon/scripts/migrate_<n+1>.lua). */
+static const enum store_script migrations[STORE_SCHEMA_VERSION] = {SCRIPT_MIGRATE_1};
 
 void store_set_prepare_script(enum store_script s, char *(*argfn)(void))
 {
@@ -155,8 +160,15 @@ bool store_ready(void)
     return main_conn.state == STORE_READY;
 }
 
+const char *store_fatal(void)
+{
+    return st.fatal;
+}
+
 const char *store_status(void)
 {
+    if (st.fatal)
+        return st.fatal;
     if (main_conn.state == STORE_READY) /* state changes refused for a moment: say why */
         return monotonic_ms() < st.replicas_short_until
                    ? "NOREPLICAS too few replicas confirmed the last writes"
@@ -500,7 +512,7 @@ static const char *conn_where(const struct conn *c)
 
 static void schedule_reconnect(struct conn *c)
 {
-    if (st.closing)
+    if (st.closing || st.fatal)
         return;
     int64_t delay = 100LL << (c->attempts < 6 ? c->attempts : 6); /* 100 ms .. 6.4 s */
     if (delay > 5000)
@@ -582,11 +594,102 @@ static void on_role(const redisReply *reply, const char *err, void *arg)
     prepared_step(c);
 }
 
+/* The prepare script (routing configuration) and the PING whose reply makes c READY. */
+static void prepare_finish(struct conn *c)
+{
+    intptr_t tag = c == &reader_conn ? -2 : -1;
+    if (c->load_scripts && st.prepare_script >= 0) {
+        char *arg = st.prepare_argfn();
+        const char *av[5] = {"EVALSHA", st.sha[st.prepare_script], "1", st.key_base, arg};
+        c->scripts_to_load++;
+        send_argv(c, 5, av, NULL, -1, on_prepared, (void *)tag);
+        free(arg);
+    }
+    const char *ping[1] = {"PING"};
+    send_argv(c, 1, ping, NULL, -1, on_prepared, (void *)tag);
+}
+
+/* ---- the data layout version (daemon/scripts/schema.lua, docs/OPERATIONS.md) ---- */
+
+static void on_schema(const redisReply *reply, const char *err, void *arg);
+
+static void send_schema_check(struct conn *c)
+{
+    char want[16], compat[16];
+    snprintf(want, sizeof(want), "%d", STORE_SCHEMA_VERSION);
+    snprintf(compat, sizeof(compat), "%d", STORE_SCHEMA_COMPAT);
+    const char *av[6] = {"EVALSHA", st.sha[SCRIPT_SCHEMA], "1", st.key_base, want, compat};
+    send_argv(c, 6, av, NULL, -1, on_schema, c);
+}
+
+static void schema_failed(struct conn *c, const char *what, const char *err)
+{
+    log_error("%s: data layout %s failed: %s", c->name, what, err);
+    set_state(c, STORE_PREPARING, "redis setup failed");
+    if (c->ac)
+        redisAsyncDisconnect(c->ac); /* safe inside a callback; reconnects with backoff */
+}
+
+static void on_migrated(const redisReply *reply, const char *err, void *arg)
+{
+    struct conn *c = arg;
+    if (!reply)
+        return; /* connection gone: the next connect checks again */
+    if (err) {
+        schema_failed(c, "migration", err);
+        return;
+    }
+    log_info("%s: data layout migrated to version %lld", c->name,
+             reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL);
+    send_schema_check(c);
+}
+
+static void on_schema(const redisReply *reply, const char *err, void *arg)
+{
+    struct conn *c = arg;
+    if (!reply)
+        return;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        schema_failed(c, "check", err ? err : "unexpected reply");
+        return;
+    }
+    const char *status = reply->element[0]->str;
+    long long version = reply->element[1]->integer;
+    if (strcmp(status, "migrate") == 0 && version >= 0 && version < STORE_SCHEMA_VERSION) {
+        log_info("%s: data layout version %lld, migrating to %lld", c->name, version, version + 1);
+        char want[16];
+        snprintf(want, sizeof(want), "%d", STORE_SCHEMA_VERSION);
+        const char *av[5] = {"EVALSHA", st.sha[migrations[version]], "1", st.key_base, want};
+        send_argv(c, 5, av, NULL, -1, on_migrated, c);
+    } else if (strcmp(status, "ok") == 0) {
+        if (version > STORE_SCHEMA_VERSION)
+            log_warn("%s: data layout version %lld, written by a newer omniccd that keeps it "
+                     "readable by this one (version %d): upgrade this one too",
+                     c->name, version, STORE_SCHEMA_VERSION);
+        else
+            log_info("%s: data layout version %lld", c->name, version);
+        prepare_finish(c);
+    } else if (strcmp(status, "newer") == 0) {
+        free(st.fatal);
+        st.fatal = xasprintf("Redis layout is version %lld, this omniccd supports up to %d: "
+                             "upgrade omniccd",
+                             version, STORE_SCHEMA_VERSION);
+        log_error("%s: %s", c->name, st.fatal);
+        set_state(c, STORE_PREPARING, st.fatal);
+        if (c->ac)
+            redisAsyncDisconnect(c->ac); /* and no reconnect: schedule_reconnect checks fatal */
+    } else {
+        schema_failed(c, "check", status);
+    }
+}
+
 static void prepare_connection(struct conn *c)
 {
     intptr_t tag = c == &reader_conn ? -2 : -1;
     set_state(c, STORE_PREPARING, "loading scripts");
-    c->scripts_to_load = 1; /* the final PING below */
+    c->scripts_to_load = 1; /* the final PING (prepare_finish) */
     if (st.cfg->redis_password) {
         const char *av[3];
         int ac = 0;
@@ -615,16 +718,10 @@ static void prepare_connection(struct conn *c)
             c->scripts_to_load++;
             send_argv(c, 3, av, NULL, -1, on_prepared, (void *)(intptr_t)i);
         }
-        if (st.prepare_script >= 0) {
-            char *arg = st.prepare_argfn();
-            const char *av[5] = {"EVALSHA", st.sha[st.prepare_script], "1", st.key_base, arg};
-            c->scripts_to_load++;
-            send_argv(c, 5, av, NULL, -1, on_prepared, (void *)tag);
-            free(arg);
-        }
+        send_schema_check(c); /* prepare_finish() once the layout is known to be ours */
+        return;
     }
-    const char *ping[1] = {"PING"};
-    send_argv(c, 1, ping, NULL, -1, on_prepared, (void *)tag);
+    prepare_finish(c);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -1124,6 +1221,7 @@ void store_close(void)
     st.tick_ev = NULL;
     st.dns = NULL;
     xfree(st.url);
+    xfree(st.fatal);
 }
 
 /* A synchronous connection for one-shot command-line work run off any event loop

@@ -20,6 +20,8 @@ if [ "${1:-}" != "--run" ]; then
   # the branch tests: the teller terminal driven under tmux (iproute2: network namespaces
   # for cutting a terminal's link by hand, see docs/BRANCH.md)
   PKGS="$PKGS tmux iproute2"
+  # the systemd test: systemd-analyze verify and security on the unit
+  PKGS="$PKGS systemd"
   # the fax tests: fax pages made with Ghostscript, tiff2pdf, Ed25519 signing in Python
   PKGS="$PKGS ghostscript libtiff-tools python3-cryptography"
   # the failover test: three redis-sentinels watching a primary and two replicas

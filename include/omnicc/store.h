@@ -45,6 +45,8 @@ enum store_script {
     SCRIPT_ERASE,
     SCRIPT_RETENTION,
     SCRIPT_FAX,
+    SCRIPT_SCHEMA,          /* the data layout version, checked on connect */
+    SCRIPT_MIGRATE_1,       /* layout 0 -> 1 */
     SCRIPT__COUNT
 };
 
@@ -73,6 +75,16 @@ int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *
 /* A script run on every (re)connect before the connection is READY, with the single
  * argument argfn returns (caller-owned, freed by the store): the routing configuration. */
 void store_set_prepare_script(enum store_script s, char *(*argfn)(void));
+
+/* The Redis data layout version this omniccd writes, and the oldest layout version whose
+ * omniccd can still run on it (docs/OPERATIONS.md, "Upgrade"). On connect, before anything
+ * else: an empty database gets this version; an older layout is migrated step by step
+ * (SCRIPT_MIGRATE_<n> takes n-1 to n); a newer layout whose compat is above
+ * STORE_SCHEMA_VERSION is refused (store_fatal()). */
+#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_COMPAT 0
+/* Why the store gave up for good (a layout this omniccd cannot read), else NULL. */
+const char *store_fatal(void);
 
 /* Event fan-out: XREAD BLOCK on a second connection, so blocking never delays commands.
  * stream_suffix is appended to the key base ("events"). */

@@ -1,5 +1,6 @@
 """Test harness: real redis-server and real omniccd processes on loopback, free ports,
 temporary directories. Every integration test starts what it needs through this module."""
+import hashlib
 import http.client
 import json
 import os
@@ -14,6 +15,11 @@ import unittest
 OMNICCD = os.environ.get('OMNICCD', os.path.join(os.path.dirname(__file__), '..', '..',
                                                  'build', 'daemon', 'omniccd'))
 TOKEN = 'test-admin-token-0123456789'
+# The documented least-privilege Redis user (docs/OPERATIONS.md): every RedisServer loads it
+# and every Omniccd pointed at one runs as it, so a command or key omniccd uses beyond the
+# ACL fails a test. The tests themselves inspect Redis as the default user.
+REDIS_ACL = os.path.join(os.path.dirname(__file__), '..', '..', 'config', 'redis-acl.conf')
+REDIS_USER = 'omnicc'
 
 
 def free_port():
@@ -35,21 +41,45 @@ def wait_for(pred, timeout=10.0, what='condition'):
 
 
 class RedisServer:
-    def __init__(self, tmp, extra=()):
-        self.dir = os.path.join(tmp, 'redis-%d' % free_port())
-        os.makedirs(self.dir)
+    """redis-server with config/redis-acl.conf loaded: users `omnicc` and `omnicc-backup`
+    (password in self.password_file, stored as its SHA-256 as docs/OPERATIONS.md says) and the default
+    user, left open for the tests' own inspection."""
+    by_url = {}  # url -> RedisServer, so Omniccd(tmp, redis.url) finds the credentials
+
+    def __init__(self, tmp, extra=(), data_dir=None):
+        """data_dir: an existing directory with data to start on (a restore); else a new one."""
+        self.dir = data_dir or os.path.join(tmp, 'redis-%d' % free_port())
+        os.makedirs(self.dir, exist_ok=bool(data_dir))
         self.port = free_port()
         self.extra = list(extra)
         self.proc = None
+        self.password_file = os.path.join(self.dir, 'omnicc.password')
+        password = os.urandom(16).hex()
+        with open(self.password_file, 'w') as f:
+            f.write(password + '\n')
+        with open(REDIS_ACL) as f:
+            rule = f.read().strip()
+        # users omnicc and omnicc-backup (tools/backup), both given this password here
+        assert rule.count('>change-me') == 2, 'config/redis-acl.conf: a >change-me per user'
+        rule = rule.replace('>change-me', '#' + hashlib.sha256(password.encode()).hexdigest())
+        self.aclfile = os.path.join(self.dir, 'users.acl')
+        with open(self.aclfile, 'w') as f:
+            f.write(rule + '\nuser default on nopass ~* &* +@all\n')
+        RedisServer.by_url[self.url] = self
         self.start()
 
     def start(self):
         with open(os.path.join(self.dir, 'redis.log'), 'ab') as out:
             self.proc = subprocess.Popen(
                 ['redis-server', '--port', str(self.port), '--bind', '127.0.0.1', '--dir', self.dir,
-                 '--save', '', '--appendonly', 'yes', '--daemonize', 'no'] + self.extra,
+                 '--save', '', '--appendonly', 'yes', '--daemonize', 'no',
+                 '--aclfile', self.aclfile] + self.extra,
                 stdout=out, stderr=subprocess.STDOUT)
         wait_for(self.ping, what='redis-server')
+
+    def config_lines(self):
+        """The [redis] keys (after url) that make omniccd log in as the ACL user."""
+        return 'user = %s\npassword_file = %s\n' % (REDIS_USER, self.password_file)
 
     def ping(self):
         return self.cli('PING') == 'PONG'
@@ -117,6 +147,8 @@ class Omniccd:
                 f.write('[api]\ntoken = %s\n' % token)
             if redis_url:
                 f.write('[redis]\nurl = %s\ncommand_timeout = 1000\n' % redis_url)
+                if redis_url in RedisServer.by_url:
+                    f.write(RedisServer.by_url[redis_url].config_lines())
             f.write(extra_config)
         self.proc = None
         if start:
