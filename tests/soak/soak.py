@@ -80,6 +80,8 @@ K = rm.KEY
 CHANNEL_WEIGHTS = [('ingest', 3), ('twilio', 2), ('cti', 1), ('email', 3), ('chat', 2),
                    ('branch', 2)]
 QUEUES = {'default': {'channels': list(rm.CHANNELS)}}
+ENDINGS = {'completed': 'interaction.completed', 'abandoned': 'interaction.abandoned',
+           'canceled': 'interaction.canceled'}
 CAPACITY = {'voice': 1, 'email': 4, 'webchat': 3, 'branch': 1, 'fax': 2}
 
 
@@ -657,6 +659,23 @@ def reconcile(s):
             res = r.get(K + 'bterm:%s:msg:%s' % (term, msg))
             if res is None or ix not in res:
                 lost.append('branch %s: stored result %r' % (ext, res and res[:200]))
+    # email: the raw message of each acknowledged one is on disk (either instance's store)
+    for kind, ch, ext, ix in s.acked:
+        if kind != 'email' or ix not in ixs:
+            continue
+        sha = json.loads(ixs[ix].get('metadata') or '{}').get('raw_sha256', '')
+        found = False
+        for n in s.nodes:
+            path = os.path.join(n.d.state_dir, 'attachments', sha[:2], sha)
+            try:
+                with open(path, 'rb') as f:
+                    found = hashlib.sha256(f.read()).hexdigest() == sha
+            except OSError:
+                continue
+            if found:
+                break
+        if not sha or not found:
+            lost.append('email %s (%s): raw message %r not stored' % (ext, ix, sha))
     # chat messages: each acknowledged one exactly once in its session and its case
     per_session = {}
     for sess, cid, eid, text in s.chat_msgs:
@@ -700,14 +719,26 @@ def reconcile(s):
         hist = hist_cache.get(case)
         if hist is None:
             hist = r.xrange(K + 'case:%s:hist' % case)
-        received = {}
+        received, accepted, ended = {}, {}, {}
         for _, f in hist:
-            if f.get('type') == 'interaction.received':
-                received[f['interaction']] = received.get(f['interaction'], 0) + 1
+            t, i = f.get('type'), f.get('interaction')
+            if t == 'interaction.received':
+                received[i] = received.get(i, 0) + 1
+            elif t == 'offer.accepted':
+                accepted[i] = accepted.get(i, 0) + 1
+            elif t in ENDINGS.values():
+                ended.setdefault(i, []).append(t)
         for i in members:
             if received.get(i, 0) != 1:
                 stuck.append('case %s: %s received %d times in its history'
                              % (case, i, received.get(i, 0)))
+            st = ixs[i].get('state')
+            if st in ENDINGS and ended.get(i) != [ENDINGS[st]]:
+                stuck.append('case %s: %s is %s, its history ends it as %s'
+                             % (case, i, st, ended.get(i)))
+            if st == 'completed' and accepted.get(i, 0) != 1:
+                stuck.append('case %s: %s completed, accepted %d times in its history'
+                             % (case, i, accepted.get(i, 0)))
         for i in received:
             if i not in ixs or ixs[i].get('case_id') != case:
                 # a merge moves histories; nothing here merges customers
@@ -844,6 +875,11 @@ def main():
     try:
         red = harness.RedisServer(tmp, ['--appendfsync', 'always'])
         sink = SmtpSink(tmp)
+        # most attempts are accepted; some deferred (4xx: retried), some refused for good
+        # (5xx: recorded as failed with the server's answer)
+        sink.script(data=['451 4.3.0 try again later' if n % 11 == 0 else
+                          '550 5.1.1 mailbox unavailable' if n % 23 == 0 else
+                          '250 2.0.0 OK' for n in range(1, 20001)])
         ca = CA(os.path.join(tmp, 'ca'))
         scert, skey = ca.issue('server', 'localhost', san='DNS:localhost,IP:127.0.0.1',
                                server=True)
