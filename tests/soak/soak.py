@@ -3,8 +3,9 @@
 Two omniccd instances share one redis-server (appendonly, appendfsync always). For
 OMNICC_SOAK_SECONDS (default 120; or the first argument) clients send mixed traffic at a fixed
 rate, the way providers do: generic ingest, Twilio webhooks (signed, menu then queue), CTI
-newCall events (signed), raw email through POST /v1/email/inbound (unique Message-IDs), web
-chat sessions and messages (client_id), branch walk-ins over the mutual-TLS bridge. Every
+newCall events (signed), raw email through POST /v1/email/inbound (unique Message-IDs),
+faxes through POST /v1/fax/inbound (signed), web chat sessions and messages (client_id),
+branch walk-ins over the mutual-TLS bridge. Every
 client retries on a timeout, a dropped connection or a 5xx with the same ids (the same
 Message-ID, the same CallSid, the same client_id, the same branch msg_id), on the other
 instance when one is down. Simulated agents follow their event streams, accept offers,
@@ -19,10 +20,12 @@ and restarts it on the same data directory.
 Then a quiet period (agents finish everything), and a reconciliation read directly from
 Redis (docs/REDIS.md, docs/ROUTING.md) and the SMTP sink:
   lost        acknowledged ids with no interaction (or another one than acknowledged),
-              acknowledged chat messages not in their session, acknowledged replies with no
-              outbox record, sent outbox messages the sink never received
+              documents (raw emails, faxes) not on disk, acknowledged chat messages not in
+              their session or case, acknowledged replies with no outbox record, sent outbox
+              messages the sink never received
   duplicated  interactions sharing (channel, external_id), chat messages stored twice,
-              messages the sink received more than once
+              interactions received, accepted or ended twice in case histories, messages
+              the sink received more than once
   stuck       interactions not ended, agents with load, reservations or deadlines left,
               routing indexes that drifted, outbox entries neither sent nor failed with a
               reason, case histories inconsistent with their interactions
@@ -59,6 +62,7 @@ import routing_model as rm  # noqa: E402
 from aioclient import SSE, Client, Unreachable, _Closed  # noqa: E402
 from branch_harness import CA  # noqa: E402
 from email_servers import SmtpSink  # noqa: E402
+from test_fax import fax_pages, multipart  # noqa: E402
 
 SANITIZED = rm.sanitized_build(harness.OMNICCD)
 DURATION = float(sys.argv[1] if len(sys.argv) > 1 else os.environ.get('OMNICC_SOAK_SECONDS', 120))
@@ -74,11 +78,12 @@ AUTH_TOKEN = 'twilio-soak-auth-token-7c1d'
 ACCOUNT = 'AC' + 'c3' * 16
 CTI_SECRET = 'cti-soak-secret-5e9a21'
 INBOUND_TOKEN = 'inbound-soak-token-0123456789'
+FAX_SECRET = 'fax-gateway-soak-secret-93c1'
 PUBLIC = 'https://cc.soak.test'
 FORM = 'application/x-www-form-urlencoded'
 K = rm.KEY
 CHANNEL_WEIGHTS = [('ingest', 3), ('twilio', 2), ('cti', 1), ('email', 3), ('chat', 2),
-                   ('branch', 2)]
+                   ('branch', 2), ('fax', 1)]
 QUEUES = {'default': {'channels': list(rm.CHANNELS)}}
 ENDINGS = {'completed': 'interaction.completed', 'abandoned': 'interaction.abandoned',
            'canceled': 'interaction.canceled'}
@@ -187,6 +192,8 @@ class Soak:
         self.transcripts = []   # sessions closed with a transcript requested
         self.sessions = {}      # session -> visitor token
         self.email_ix = set()   # interactions of mail received through /v1/email/inbound
+        self.fax_docs = []      # fax documents (G3 TIFF) the fax server sends
+        self.fax_docs_acked = []    # (gateway id, document sha256) acknowledged
         self.retries = 0
         self.stopping = False
         self.n = 0
@@ -304,6 +311,27 @@ class Soak:
         if ix:
             self.email_ix.add(ix)
         self.record('email', 'email', mid, st, ix)
+
+    async def op_fax(self, i):
+        p = self.person()
+        gid = 'soak-%d-fax-%d' % (SEED, i)
+        body, ctype = multipart([('gateway_id', gid), ('from', p['phone']),
+                                 ('to', '+34910000009'), ('tsi', 'SOAK %d' % p['n']),
+                                 ('pages', '1'), ('status', 'received')],
+                                [('file', 'fax.tif', 'image/tiff',
+                                  self.rng.choice(self.fax_docs))])
+
+        def make(node):
+            ts = str(int(time.time()))
+            sig = hmac.new(FAX_SECRET.encode(), ts.encode() + b'.' + body,
+                           hashlib.sha256).hexdigest()
+            return '/v1/fax/inbound', body, {'X-Omnicc-Timestamp': ts,
+                                             'X-Omnicc-Signature': 'sha256=' + sig}
+        st, out, _ = await self.call('POST', '/v1/fax/inbound', content_type=ctype, make=make)
+        ok = st == 200 and isinstance(out, dict)
+        if ok:
+            self.fax_docs_acked.append((gid, out.get('document')))
+        self.record('fax', 'fax', 'gateway:' + gid, st, ok and out.get('interaction'))
 
     async def op_chat(self, i):
         p = self.person()
@@ -633,6 +661,11 @@ class Soak:
         return out
 
 
+def stream_id(eid):
+    ms, _, seq = eid.partition('-')
+    return int(ms), int(seq or 0)
+
+
 def reconcile(s):
     """Everything counted from Redis and the SMTP sink. Returns (lost, dups, stuck) lists."""
     r = s.r
@@ -659,11 +692,12 @@ def reconcile(s):
             res = r.get(K + 'bterm:%s:msg:%s' % (term, msg))
             if res is None or ix not in res:
                 lost.append('branch %s: stored result %r' % (ext, res and res[:200]))
-    # email: the raw message of each acknowledged one is on disk (either instance's store)
-    for kind, ch, ext, ix in s.acked:
-        if kind != 'email' or ix not in ixs:
-            continue
-        sha = json.loads(ixs[ix].get('metadata') or '{}').get('raw_sha256', '')
+    # documents: the raw message of each acknowledged email and the document of each
+    # acknowledged fax are on disk (in either instance's store)
+    docs = [(ext, json.loads(ixs[ix].get('metadata') or '{}').get('raw_sha256', ''))
+            for kind, ch, ext, ix in s.acked if kind == 'email' and ix in ixs]
+    docs += [('fax ' + gid, sha or '') for gid, sha in s.fax_docs_acked]
+    for ext, sha in docs:
         found = False
         for n in s.nodes:
             path = os.path.join(n.d.state_dir, 'attachments', sha[:2], sha)
@@ -675,7 +709,7 @@ def reconcile(s):
             if found:
                 break
         if not sha or not found:
-            lost.append('email %s (%s): raw message %r not stored' % (ext, ix, sha))
+            lost.append('%s: document %r not stored' % (ext, sha))
     # chat messages: each acknowledged one exactly once in its session and its case
     per_session = {}
     for sess, cid, eid, text in s.chat_msgs:
@@ -708,42 +742,51 @@ def reconcile(s):
                 lost.append('chat %s message %s not in the case history of %s' % (sess, cid, case))
             elif h > 1:
                 dups.append('chat %s message %s %d times in the case history' % (sess, cid, h))
-    # case histories against interactions
-    cases = {}
+    # case histories against interactions, every case read whole: each interaction is
+    # received once (in the case it arrived on), is on the case where its history last put
+    # it (a fax whose cover sheet names another policy or case moves there: fax.relinked in
+    # the old case, interaction.linked in the new one), ended once as its state says, and
+    # a completed one was accepted once
+    n_cases = int(r.get(K + 'seq:case') or 0)
+    per_ix = {}
+    for start in range(1, n_cases + 1, 500):
+        ids = ['C-%d' % c for c in range(start, min(n_cases, start + 499) + 1)]
+        p = r.pipeline(transaction=False)
+        for c in ids:
+            p.xrange(K + 'case:%s:hist' % c)
+        for c, hist in zip(ids, p.execute()):
+            hist_cache[c] = hist
+            for eid, f in hist:
+                i = f.get('interaction')
+                if i:
+                    per_ix.setdefault(i, []).append((stream_id(eid), c, f))
     for i, h in ixs.items():
-        cases.setdefault(h.get('case_id'), []).append(i)
-    for case, members in cases.items():
-        if case is None or not r.exists(K + 'case:' + case):
-            stuck.append('interactions %s name a case %r that does not exist' % (members[:5], case))
-            continue
-        hist = hist_cache.get(case)
-        if hist is None:
-            hist = r.xrange(K + 'case:%s:hist' % case)
-        received, accepted, ended = {}, {}, {}
-        for _, f in hist:
-            t, i = f.get('type'), f.get('interaction')
-            if t == 'interaction.received':
-                received[i] = received.get(i, 0) + 1
-            elif t == 'offer.accepted':
-                accepted[i] = accepted.get(i, 0) + 1
-            elif t in ENDINGS.values():
-                ended.setdefault(i, []).append(t)
-        for i in members:
-            if received.get(i, 0) != 1:
-                stuck.append('case %s: %s received %d times in its history'
-                             % (case, i, received.get(i, 0)))
-            st = ixs[i].get('state')
-            if st in ENDINGS and ended.get(i) != [ENDINGS[st]]:
-                stuck.append('case %s: %s is %s, its history ends it as %s'
-                             % (case, i, st, ended.get(i)))
-            if st == 'completed' and accepted.get(i, 0) != 1:
-                stuck.append('case %s: %s completed, accepted %d times in its history'
-                             % (case, i, accepted.get(i, 0)))
-        for i in received:
-            if i not in ixs or ixs[i].get('case_id') != case:
-                # a merge moves histories; nothing here merges customers
-                stuck.append('case %s history names %s, which is on %s' % (
-                    case, i, ixs.get(i, {}).get('case_id')))
+        evs = sorted(per_ix.get(i, []), key=lambda e: e[0])
+        case = h.get('case_id')
+        if not case or not r.exists(K + 'case:' + case):
+            stuck.append('%s names a case %r that does not exist' % (i, case))
+        received = [c for _, c, f in evs if f.get('type') == 'interaction.received']
+        placed = [c for _, c, f in evs if f.get('type') in ('interaction.received',
+                                                               'interaction.linked')]
+        if len(received) != 1:
+            (dups if len(received) > 1 else stuck).append('%s received %d times in case histories (%s)' % (i, len(received),
+                                                                          received))
+        elif placed[-1] != case:
+            stuck.append('%s is on %s, case histories last put it on %s' % (i, case, placed[-1]))
+        for _, c, f in evs:
+            if f.get('type') == 'interaction.linked' and f.get('from_case') not in received + placed:
+                stuck.append('%s linked to %s from %s, where it never was' % (
+                    i, c, f.get('from_case')))
+        st = h.get('state')
+        ended = [f.get('type') for _, _, f in evs if f.get('type') in ENDINGS.values()]
+        if st in ENDINGS and ended != [ENDINGS[st]]:
+            (dups if len(ended) > 1 else stuck).append('%s is %s, case histories end it as %s' % (i, st, ended))
+        accepted = sum(1 for _, _, f in evs if f.get('type') == 'offer.accepted')
+        if st == 'completed' and accepted != 1:
+            (dups if accepted > 1 else stuck).append('%s completed, accepted %d times in case histories' % (i, accepted))
+    for i in per_ix:
+        if i not in ixs:
+            stuck.append('case histories name %s, which does not exist' % i)
     # nothing left open, no agent busy, no reservation, no index drift
     for i, h in ixs.items():
         if h.get('state') not in ('completed', 'abandoned', 'canceled'):
@@ -809,6 +852,7 @@ def config(tmp, sink, ca, scert, skey):
     twilio = put('twilio-token', AUTH_TOKEN)
     cti = put('cti-secret', CTI_SECRET)
     inbound = put('inbound-token', INBOUND_TOKEN)
+    fax = put('fax-secret', FAX_SECRET)
     vkey = put('webchat.key', 'soak-visitor-key-' + uuid.uuid4().hex)
     routing = dict([('offer_timeout_' + ch, 6) for ch in rm.CHANNELS] +
                    [('reject_block', 1), ('max_no_answer', 100)])
@@ -823,9 +867,10 @@ def config(tmp, sink, ca, scert, skey):
         'claim_idle = 10\noutbox_poll_ms = 200\nsmtp_timeout = 30\n'
         '[webchat]\nvisitor_key_file = %s\nip_rate = 1000000\nip_session_rate = 1000000\n'
         'visitor_rate = 1000\nleave_grace = 3600\n'
+        '[fax]\ngateway_secret_file = %s\n'
         '[branch mad01]\nname = Madrid Centro\nservices = claim_fnol:default '
         'policy_inquiry:default\ncounters = 4\n'
-        % (twilio, ACCOUNT, PUBLIC, cti, inbound, sink.port, vkey))
+        % (twilio, ACCOUNT, PUBLIC, cti, inbound, sink.port, vkey, fax))
 
 
 def branch_section(port, ca, scert, skey):
@@ -893,6 +938,8 @@ def main():
             daemons.append(d)
             nodes.append(Node(d, bport))
         s = Soak(tmp, nodes, red, sink, ca, certs, rng)
+        s.fax_docs = [fax_pages(tmp, [['FAX COVER SHEET', 'Claim for policy PL-2024-%06d' % (500000 + n),
+                                       'Please call back']]) for n in range(4)]
         agents, tellers = asyncio.run(setup_floor(nodes[0], rng))
         traffic_s, total_s = asyncio.run(s.run(agents, tellers))
         lost, dups, stuck, fig = reconcile(s)
