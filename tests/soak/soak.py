@@ -75,8 +75,8 @@ N_AGENTS = int(os.environ.get('OMNICC_SOAK_AGENTS', 8))
 SEED = int(os.environ.get('OMNICC_TEST_SEED', random.randrange(1 << 30)))
 VERBOSE = bool(os.environ.get('OMNICC_SOAK_VERBOSE'))
 CLAIM_IDLE = 10           # [email] claim_idle: a dead sender's message is taken over after it
-GIVE_UP_S = 90.0          # a client stops retrying one operation after this long
-QUIET_MAX_S = 240.0       # how long the agents get to finish everything afterwards
+GIVE_UP_S = 60.0          # a client stops retrying one operation after this long
+QUIET_MAX_S = 150.0       # how long the agents get to finish everything afterwards
 
 AUTH_TOKEN = 'twilio-soak-auth-token-7c1d'
 ACCOUNT = 'AC' + 'c3' * 16
@@ -649,7 +649,7 @@ class Soak:
             t.cancel()
         await asyncio.gather(*agent_tasks, return_exceptions=True)
         # the outbox drains (a sender killed mid-send is taken over after claim_idle)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 45
         while time.monotonic() < deadline and self.outbox_pending():
             await asyncio.sleep(0.5)
         return traffic_s, time.monotonic() - self.t0
