@@ -191,7 +191,7 @@ class Soak:
         self.errors = []
         self.acked = []         # (kind, channel, external_id, interaction id or None)
         self.unacked = []       # operations given up on (never acknowledged)
-        self.chat_msgs = []     # (session, client_id, event id)
+        self.chat_msgs = []     # (session, client_id, event id, text) acknowledged
         self.replies = []       # message ids answered 202
         self.transcripts = []   # sessions closed with a transcript requested
         self.sessions = {}      # session -> visitor token
