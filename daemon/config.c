@@ -899,6 +899,18 @@ static int check_queue(const char *path, struct config *cfg, struct queue_conf *
 
 struct config *config_load(const char *path, char **err)
 {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *err = xasprintf("%s:0: -: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct config *cfg = config_read(f, path, err);
+    fclose(f);
+    return cfg;
+}
+
+struct config *config_read(FILE *f, const char *path, char **err)
+{
     struct config *cfg = xcalloc(1, sizeof(*cfg));
     struct queue_conf *cur_queue = NULL;
     struct branch_conf *cur_branch = NULL;
@@ -906,7 +918,6 @@ struct config *config_load(const char *path, char **err)
     char section[80] = "";
     char line_buf[4096];
     int lineno = 0;
-    FILE *f = NULL;
 
     cfg->path = xstrdup(path);
     *err = NULL;
@@ -918,11 +929,6 @@ struct config *config_load(const char *path, char **err)
                 strcmp(cfg_keys[i].section, "mailbox") != 0)
                 apply_defaults(cfg_keys[i].section, cfg);
 
-    f = fopen(path, "r");
-    if (!f) {
-        *err = xasprintf("%s:0: -: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
     while (fgets(line_buf, sizeof(line_buf), f)) {
         lineno++;
         if (!strchr(line_buf, '\n') && !feof(f))
@@ -1018,9 +1024,6 @@ struct config *config_load(const char *path, char **err)
             goto fail;
         }
     }
-    fclose(f);
-    f = NULL;
-
     if (cfg->n_listen == 0)
         cfg->listen[cfg->n_listen++] = xstrdup("127.0.0.1:8080");
     if (!config_queue(cfg, cfg->default_queue)) {
@@ -1121,8 +1124,6 @@ struct config *config_load(const char *path, char **err)
     }
     return cfg;
 fail:
-    if (f)
-        fclose(f);
     config_free(cfg);
     return NULL;
 }

@@ -224,6 +224,9 @@ struct config {
 
 /* Load and validate; on error returns NULL and *err = "file:line: key: problem". */
 struct config *config_load(const char *path, char **err);
+/* The same from an open stream (a test's or fuzzer's buffer through fmemopen); path names
+ * it in errors. The caller closes f. */
+struct config *config_read(FILE *f, const char *path, char **err);
 void config_free(struct config *cfg);
 /* Print a sample configuration generated from the key table (every key documented). */
 void config_print_sample(FILE *out);
