@@ -43,6 +43,13 @@ static void check_loaded(const struct config *cfg)
     for (int i = 0; i < cfg->n_mailboxes; i++)
         if (config_mailbox(cfg, cfg->mailboxes[i]->name) != cfg->mailboxes[i])
             abort();
+    /* numbers are within their bounds (a comparison with NaN is false) */
+    if (!(cfg->premium_high >= 0 && cfg->premium_high <= 1e8) ||
+        !(cfg->premium_medium >= 0 && cfg->premium_medium <= cfg->premium_high))
+        abort();
+    for (int i = 0; i < 5; i++)
+        if (!(cfg->retention_days[i] >= 0 && cfg->retention_days[i] <= 36500))
+            abort();
     (void)config_channel_boost(cfg, "voice");
 }
 
