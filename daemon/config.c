@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,7 +520,7 @@ static char *cfg_set(const struct cfg_key *k, void *base, const char *val)
     case CFG_DOUBLE: {
         errno = 0;
         double v = strtod(val, &end);
-        if (errno || end == val || *end)
+        if (errno || end == val || *end || isnan(v)) /* strtod reads "nan" too */
             return xasprintf("not a number: \"%s\"", val);
         if (v < (double)k->min || v > (double)k->max)
             return xasprintf("must be between %lld and %lld", k->min, k->max);

@@ -78,6 +78,7 @@ static void test_errors_name_line_and_key(void **state)
 {
     expect_error(TOKEN "[http]\nmax_body = lots\n", 4, "max_body", "not an integer");
     expect_error(TOKEN "[http]\nmax_body = 10\n", 4, "max_body", "between");
+    expect_error(TOKEN "[segments]\npremium_high = nan\n", 4, "premium_high", "not a number");
     expect_error(TOKEN "[http]\nlisten = nowhere\n", 4, "listen", "host:port");
     expect_error(TOKEN "[http]\nbogus = 1\n", 4, "bogus", "unknown key");
     expect_error(TOKEN "[nosuch]\n", 3, "nosuch", "unknown section");
