@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -567,7 +568,7 @@ static char *cfg_set(const struct cfg_key *k, void *base, const char *val)
     case CFG_DOUBLE: {
         errno = 0;
         double v = strtod(val, &end);
-        if (errno || end == val || *end)
+        if (errno || end == val || *end || isnan(v)) /* strtod reads "nan" too */
             return xasprintf("not a number: \"%s\"", val);
         if (v < (double)k->min || v > (double)k->max)
             return xasprintf("must be between %lld and %lld", k->min, k->max);
@@ -1031,6 +1032,18 @@ int config_host_port(const char *s, char *host, size_t hostsz, int *port)
 
 struct config *config_load(const char *path, char **err)
 {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *err = xasprintf("%s:0: -: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct config *cfg = config_read(f, path, err);
+    fclose(f);
+    return cfg;
+}
+
+struct config *config_read(FILE *f, const char *path, char **err)
+{
     struct config *cfg = xcalloc(1, sizeof(*cfg));
     struct queue_conf *cur_queue = NULL;
     struct branch_conf *cur_branch = NULL;
@@ -1038,7 +1051,6 @@ struct config *config_load(const char *path, char **err)
     char section[80] = "";
     char line_buf[4096];
     int lineno = 0;
-    FILE *f = NULL;
 
     cfg->path = xstrdup(path);
     *err = NULL;
@@ -1050,11 +1062,6 @@ struct config *config_load(const char *path, char **err)
                 strcmp(cfg_keys[i].section, "mailbox") != 0)
                 apply_defaults(cfg_keys[i].section, cfg);
 
-    f = fopen(path, "r");
-    if (!f) {
-        *err = xasprintf("%s:0: -: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
     while (fgets(line_buf, sizeof(line_buf), f)) {
         lineno++;
         if (!strchr(line_buf, '\n') && !feof(f))
@@ -1150,9 +1157,6 @@ struct config *config_load(const char *path, char **err)
             goto fail;
         }
     }
-    fclose(f);
-    f = NULL;
-
     if (cfg->n_listen == 0)
         cfg->listen[cfg->n_listen++] = xstrdup("127.0.0.1:8080");
     if (!config_queue(cfg, cfg->default_queue)) {
@@ -1257,8 +1261,6 @@ struct config *config_load(const char *path, char **err)
     }
     return cfg;
 fail:
-    if (f)
-        fclose(f);
     config_free(cfg);
     return NULL;
 }

@@ -23,8 +23,8 @@ struct pending_ingest {
     void *arg;
 };
 
-static json_t *ingest_document(const struct config *cfg, const struct interaction *ix,
-                               const char *queue)
+json_t *ingest_document(const struct config *cfg, const struct interaction *ix,
+                        const char *queue)
 {
     json_t *doc = json_object();
     json_t *ids = json_array();

@@ -28,6 +28,8 @@ if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS redis-sentinel"
   # the analytics test: the export loaded into a real PostgreSQL (initdb + pg_ctl, temp dir)
   PKGS="$PKGS postgresql"
+  # the fuzzing campaign (docs/FUZZING.md, tools/fuzz): clang and its libFuzzer runtime
+  PKGS="$PKGS clang libclang-rt-14-dev"
   command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
   command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 fi

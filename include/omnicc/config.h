@@ -237,6 +237,9 @@ struct config {
 struct config *config_load(const char *path, char **err);
 /* "host:port" or "[v6]:port" -> host, port; -1 when malformed. */
 int config_host_port(const char *s, char *host, size_t hostsz, int *port);
+/* The same from an open stream (a test's or fuzzer's buffer through fmemopen); path names
+ * it in errors. The caller closes f. */
+struct config *config_read(FILE *f, const char *path, char **err);
 void config_free(struct config *cfg);
 /* Print a sample configuration generated from the key table (every key documented). */
 void config_print_sample(FILE *out);

@@ -6,6 +6,7 @@
 #ifndef OMNICC_INGEST_H
 #define OMNICC_INGEST_H
 
+#include <jansson.h>
 #include <stdbool.h>
 
 struct config;
@@ -30,5 +31,10 @@ typedef void ingest_done_fn(const struct ingest_result *res, void *arg);
  * queue, where cb runs before ingest_submit returns (status 503 / 400). */
 void ingest_submit(const struct config *cfg, const struct interaction *ix, ingest_done_fn *cb,
                    void *arg);
+
+/* The document the ingest script takes for ix waiting in queue (caller owns it). Exposed
+ * for tests and the fuzz target of the interaction model. */
+json_t *ingest_document(const struct config *cfg, const struct interaction *ix,
+                        const char *queue);
 
 #endif

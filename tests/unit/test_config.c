@@ -54,10 +54,31 @@ static void test_minimal_defaults(void **state)
     config_free(cfg);
 }
 
+/* config_read parses a stream as config_load parses the file (the fuzz target reads from
+ * memory): the same result, and errors carry the name it was given. */
+static void test_read_from_memory(void **state)
+{
+    static const char text[] = TOKEN "[queue claims]\nchannels = voice\n[http]\nmax_body = lots\n";
+    FILE *f = fmemopen((void *)text, sizeof(text) - 1, "r");
+    char *err = NULL;
+    assert_null(config_read(f, "memory.conf", &err));
+    fclose(f);
+    assert_non_null(err);
+    assert_string_equal(err, "memory.conf:6: max_body: not an integer: \"lots\"");
+    free(err);
+    f = fmemopen((void *)text, sizeof(text) - 1 - strlen("max_body = lots\n"), "r");
+    struct config *cfg = config_read(f, "memory.conf", &err);
+    fclose(f);
+    assert_non_null(cfg);
+    assert_non_null(config_queue(cfg, "claims"));
+    config_free(cfg);
+}
+
 static void test_errors_name_line_and_key(void **state)
 {
     expect_error(TOKEN "[http]\nmax_body = lots\n", 4, "max_body", "not an integer");
     expect_error(TOKEN "[http]\nmax_body = 10\n", 4, "max_body", "between");
+    expect_error(TOKEN "[segments]\npremium_high = nan\n", 4, "premium_high", "not a number");
     expect_error(TOKEN "[http]\nlisten = nowhere\n", 4, "listen", "host:port");
     expect_error(TOKEN "[http]\nbogus = 1\n", 4, "bogus", "unknown key");
     expect_error(TOKEN "[nosuch]\n", 3, "nosuch", "unknown section");
@@ -125,6 +146,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_errors_name_line_and_key),
+        cmocka_unit_test(test_read_from_memory),
         cmocka_unit_test(test_queue_sections),
         cmocka_unit_test(test_routing_rules),
         cmocka_unit_test(test_sample_config_is_valid),
