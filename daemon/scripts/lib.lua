@@ -138,7 +138,10 @@ local function agent_activity(a)
   return 'available'
 end
 
--- Bring every index entry of one agent up to date: cost = its queues x their channels.
+-- Bring every index entry of one agent up to date: cost = its queues x the channels it has
+-- capacity on. An agent is never in an avail set of a channel it has no capacity on (the
+-- capacity changes only in agent_upsert, which first removes every entry: a == nil), so
+-- those channels need no call.
 local function agent_reindex(aid, a, old_activity)
   local act = a and agent_activity(a) or nil
   for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
@@ -146,9 +149,11 @@ local function agent_reindex(aid, a, old_activity)
     if qc then
       for _, ch in ipairs(qc.chanlist) do
         local key = B .. 'q:' .. q .. ':avail:' .. ch
-        if a and agent_free_for(a, ch) then
+        if not a then
+          redis.call('ZREM', key, aid)
+        elseif agent_free_for(a, ch) then
           redis.call('ZADD', key, agent_score(a, qc.strategy), aid)
-        else
+        elseif (tonumber(a['cap:' .. ch]) or 0) > 0 then
           redis.call('ZREM', key, aid)
         end
       end
@@ -248,7 +253,9 @@ local function screen_pop(ix_id, ix)
 end
 
 -- Offer ix to aid: the reservation, the agent's load, indexes, history and the event.
-local function reserve(ix_id, ix, aid, a, now)
+-- defer: the caller (route_agent) brings the agent's index entries up to date itself, once
+-- after all its offers, instead of once per offer.
+local function reserve(ix_id, ix, aid, a, now, defer)
   local resv = 'R-' .. redis.call('INCR', B .. 'seq:resv')
   local timeout = rconf('offer_timeout:' .. ix.channel, 30)
   local expires = now + timeout * 1000
@@ -264,7 +271,7 @@ local function reserve(ix_id, ix, aid, a, now)
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ix.channel, a['load:' .. ix.channel],
              'load_total', a.load_total, 'last_offer', now, 'last_activity', now)
-  agent_reindex(aid, a, old)
+  if not defer then agent_reindex(aid, a, old) end
   history_add(ix.case_id, now, {'type', 'offer.created', 'interaction', ix_id, 'agent', aid,
                                 'reservation', resv, 'channel', ix.channel})
   qstat(ix.queue, now, 'offered')
@@ -299,42 +306,73 @@ local function route_interaction(ix_id, now)
 end
 
 -- An agent with capacity: the best waiting interaction across its queues and channels,
--- repeated while capacity remains. Cost: its queues x channels x O(log n) per offer, at
--- most capacity_total (<= 500) offers: each one takes a unit of it.
-local function route_agent(aid, now)
+-- repeated while capacity remains. The head of each (queue, channel) wait set the agent has
+-- capacity on is read once; after an offer only the set it came from is read again (the
+-- others did not change), so the cost is its queues x channels x O(log n) once, plus
+-- O(log n) per offer (at most capacity_total <= 500: each one takes a unit of it). Index
+-- entries are updated once at the end. stale: the agent's activity before a change the
+-- caller made without updating its index entries (agent_release(..., true)).
+local function route_agent(aid, now, stale)
+  local a = agent_get(aid)
+  if not a then return 0 end
+  local old = stale or agent_activity(a)
   local offers = 0
-  for _ = 1, 500 do
-    local a = agent_get(aid)
-    if not a or a.presence ~= 'available' then break end
-    local best_ix, best_score
+  if a.presence == 'available' and (tonumber(a.load_total) or 0) < (tonumber(a.cap_total) or 0) then
+    local heads = {}   -- per (queue, channel): key, ch, and the candidates read so far
     for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
       local qc = qconf(q)
       if qc then
         for _, ch in ipairs(qc.chanlist) do
-          if agent_free_for(a, ch) then
-            local cands = redis.call('ZRANGE', B .. 'q:' .. q .. ':wait:' .. ch, 0, CHANNEL_SCAN - 1, 'WITHSCORES')
-            for i = 1, #cands, 2 do
-              local s = tonumber(cands[i + 1])
-              if best_score and s >= best_score then break end
-              if not excluded(cands[i], aid, now) then
-                best_ix, best_score = cands[i], s
-                break
-              end
-            end
+          if (tonumber(a['cap:' .. ch]) or 0) > 0 then
+            heads[#heads + 1] = {key = B .. 'q:' .. q .. ':wait:' .. ch, ch = ch}
           end
         end
       end
     end
-    if not best_ix then break end
-    local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. best_ix))
-    reserve(best_ix, ix, aid, a, now)
-    offers = offers + 1
+    -- the next candidate of h not yet ruled out: its id and score, or nil
+    local function peek(h)
+      if not h.c then
+        -- the head alone first; the CHANNEL_SCAN window only past an exclusion
+        h.c, h.pos, h.full = redis.call('ZRANGE', h.key, 0, 0, 'WITHSCORES'), 1, false
+      end
+      local i = 2 * h.pos - 1
+      if h.c[i] then return h.c[i], tonumber(h.c[i + 1]) end
+      return nil
+    end
+    local function skip(h)
+      if not h.full then
+        h.c, h.full = redis.call('ZRANGE', h.key, 0, CHANNEL_SCAN - 1, 'WITHSCORES'), true
+      end
+      h.pos = h.pos + 1
+    end
+    for _ = 1, 500 do
+      if (tonumber(a.load_total) or 0) >= (tonumber(a.cap_total) or 0) then break end
+      local best, best_id, best_score
+      for _, h in ipairs(heads) do
+        if agent_free_for(a, h.ch) then
+          local id, s = peek(h)
+          while id and (not best_score or s < best_score) and excluded(id, aid, now) do
+            skip(h)
+            id, s = peek(h)
+          end
+          if id and (not best_score or s < best_score) then best, best_id, best_score = h, id, s end
+        end
+      end
+      if not best then break end
+      local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. best_id))
+      reserve(best_id, ix, aid, a, now, true)
+      best.c = nil   -- its set changed: read its head again
+      offers = offers + 1
+    end
   end
+  if offers > 0 or stale then agent_reindex(aid, a, old) end
   return offers
 end
 
 -- Give back one unit of the agent's capacity on ch (reservation ended or work completed).
-local function agent_release(aid, ch, now)
+-- defer: the caller calls route_agent(aid, now, <returned old activity>) next, which
+-- updates the index entries (nothing in between may read the agent's avail entries).
+local function agent_release(aid, ch, now, defer)
   local a = agent_get(aid)
   if not a then return nil end
   local old = agent_activity(a)
@@ -343,6 +381,7 @@ local function agent_release(aid, ch, now)
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ch, a['load:' .. ch], 'load_total', a.load_total,
              'last_activity', now)
+  if defer then return a, old end
   agent_reindex(aid, a, old)
   return a
 end
