@@ -167,11 +167,72 @@ end
 
 local function minute_bucket(now) return math.floor(now / 60000) end
 
+-- Sliding-window statistics of a queue, kept as things happen so that reading them costs
+-- O(1) per queue whatever the window ([routing] stats_window, W minutes):
+--   q:<Q>:win   hash  the sums over minutes [from, now] of each QSTAT_FIELDS field, and
+--                     from, last (newest minute written), w (the W the sums are for)
+--   q:<Q>:wmin  hash  '<minute>:<field>' -> the part of a sum added in that minute
+-- Moving the window to minute m subtracts (and deletes) the minutes that left it: at most
+-- W minutes of data are ever held, and each minute is subtracted once.
+local QSTAT_FIELDS = {'offered', 'accepted', 'abandoned', 'transferred', 'in_sla', 'wait_sum_ms',
+                      'handled', 'handle_sum_ms', 'timed_out'}
+local win_at = {}   -- queue -> minute its window was moved to in this script
+
+local function win_advance(q, m, W)
+  if win_at[q] == m then return end
+  win_at[q] = m
+  local wk, mk = B .. 'q:' .. q .. ':win', B .. 'q:' .. q .. ':wmin'
+  local h = redis.call('HMGET', wk, 'from', 'last', 'w')
+  local from, last, w = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+  local lo = m - W + 1
+  if from and w == W and from >= lo then return end
+  if w ~= W then
+    -- a new queue or another window: the sums again from the minutes held (at most 120)
+    local flat = redis.call('HGETALL', mk)
+    local sums, newest = {}, lo - 1
+    redis.call('DEL', wk)
+    for i = 1, #flat, 2 do
+      local x, f = string.match(flat[i], '^(%-?%d+):(.+)$')
+      x = tonumber(x)
+      if x and x >= lo and x <= m then
+        sums[f] = (sums[f] or 0) + tonumber(flat[i + 1])
+        if x > newest then newest = x end
+      else
+        redis.call('HDEL', mk, flat[i])
+      end
+    end
+    for f, v in pairs(sums) do redis.call('HSET', wk, f, v) end
+    redis.call('HSET', wk, 'from', lo, 'last', newest, 'w', W)
+  elseif not last or last < lo then
+    -- nothing written within the window
+    redis.call('DEL', wk, mk)
+    redis.call('HSET', wk, 'from', lo, 'last', lo - 1, 'w', W)
+  else
+    -- from >= last - W + 1 (set when last was written), so at most W - 1 minutes
+    for x = from, lo - 1 do
+      local names = {}
+      for i, f in ipairs(QSTAT_FIELDS) do names[i] = x .. ':' .. f end
+      local vals = redis.call('HMGET', mk, unpack(names))
+      for i, f in ipairs(QSTAT_FIELDS) do
+        local v = tonumber(vals[i])
+        if v and v ~= 0 then redis.call('HINCRBY', wk, f, -v) end
+      end
+      redis.call('HDEL', mk, unpack(names))
+    end
+    redis.call('HSET', wk, 'from', lo)
+  end
+end
+
+local stats_w
 local function qstat(q, now, field, by)
-  local key = B .. 'q:' .. q .. ':stats:' .. minute_bucket(now)
-  redis.call('HINCRBY', key, field, by or 1)
-  redis.call('EXPIRE', key, 7200)
-  redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by or 1)
+  by = by or 1
+  stats_w = stats_w or rconf('stats_window', 15)
+  local m = minute_bucket(now)
+  win_advance(q, m, stats_w)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':wmin', m .. ':' .. field, by)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':win', field, by)
+  redis.call('HSET', B .. 'q:' .. q .. ':win', 'last', m)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by)
 end
 
 -- One event for the supervisors' stream and, when it concerns an agent, the same entry id
