@@ -131,6 +131,14 @@ local function agent_score(a, strategy)
   return tonumber(a.last_activity) or 0
 end
 
+-- the channels on which the agent is now in its queues' avail sets
+local ALL_CHANNELS = {'voice', 'email', 'fax', 'branch', 'webchat'}
+local function free_map(a)
+  local m = {}
+  for _, ch in ipairs(ALL_CHANNELS) do m[ch] = agent_free_for(a, ch) end
+  return m
+end
+
 -- derived activity for supervisors: offline | away | available | busy
 local function agent_activity(a)
   if a.presence ~= 'available' then return a.presence or 'offline' end
@@ -141,8 +149,10 @@ end
 -- Bring every index entry of one agent up to date: cost = its queues x the channels it has
 -- capacity on. An agent is never in an avail set of a channel it has no capacity on (the
 -- capacity changes only in agent_upsert, which first removes every entry: a == nil), so
--- those channels need no call.
-local function agent_reindex(aid, a, old_activity)
+-- those channels need no call. was (optional, from free_map before the change): the
+-- channels the agent was free on, so in the avail sets of; a channel it was not free on and
+-- still is not needs no call either (a busy agent freeing and retaking a unit of capacity).
+local function agent_reindex(aid, a, old_activity, was)
   local act = a and agent_activity(a) or nil
   for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
     local qc = qconf(q)
@@ -153,7 +163,7 @@ local function agent_reindex(aid, a, old_activity)
           redis.call('ZREM', key, aid)
         elseif agent_free_for(a, ch) then
           redis.call('ZADD', key, agent_score(a, qc.strategy), aid)
-        elseif (tonumber(a['cap:' .. ch]) or 0) > 0 then
+        elseif (tonumber(a['cap:' .. ch]) or 0) > 0 and (not was or was[ch]) then
           redis.call('ZREM', key, aid)
         end
       end
@@ -325,14 +335,14 @@ local function reserve(ix_id, ix, aid, a, now, defer)
              'queue', ix.queue, 'channel', ix.channel, 'created_at', now, 'expires_at', expires)
   redis.call('HSET', B .. 'ix:' .. ix_id, 'state', 'offered', 'reservation', resv, 'agent', aid)
   deadline_add(expires, 'resv:' .. resv)
-  local old = agent_activity(a)
+  local old, was = agent_activity(a), (not defer) and free_map(a) or nil
   a['load:' .. ix.channel] = (tonumber(a['load:' .. ix.channel]) or 0) + 1
   a.load_total = (tonumber(a.load_total) or 0) + 1
   a.last_offer = now
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ix.channel, a['load:' .. ix.channel],
              'load_total', a.load_total, 'last_offer', now, 'last_activity', now)
-  if not defer then agent_reindex(aid, a, old) end
+  if not defer then agent_reindex(aid, a, old, was) end
   history_add(ix.case_id, now, {'type', 'offer.created', 'interaction', ix_id, 'agent', aid,
                                 'reservation', resv, 'channel', ix.channel})
   qstat(ix.queue, now, 'offered')
@@ -373,10 +383,11 @@ end
 -- O(log n) per offer (at most capacity_total <= 500: each one takes a unit of it). Index
 -- entries are updated once at the end. stale: the agent's activity before a change the
 -- caller made without updating its index entries (agent_release(..., true)).
-local function route_agent(aid, now, stale)
+local function route_agent(aid, now, stale, stale_was)
   local a = agent_get(aid)
   if not a then return 0 end
-  local old = stale or agent_activity(a)
+  local old, was = stale or agent_activity(a), stale_was
+  if not stale then was = free_map(a) end
   local offers = 0
   if a.presence == 'available' and (tonumber(a.load_total) or 0) < (tonumber(a.cap_total) or 0) then
     local heads = {}   -- per (queue, channel): key, ch, and the candidates read so far
@@ -426,7 +437,7 @@ local function route_agent(aid, now, stale)
       offers = offers + 1
     end
   end
-  if offers > 0 or stale then agent_reindex(aid, a, old) end
+  if offers > 0 or stale then agent_reindex(aid, a, old, was) end
   return offers
 end
 
@@ -436,19 +447,21 @@ end
 local function agent_release(aid, ch, now, defer)
   local a = agent_get(aid)
   if not a then return nil end
-  local old = agent_activity(a)
+  local old, was = agent_activity(a), free_map(a)
   a['load:' .. ch] = math.max(0, (tonumber(a['load:' .. ch]) or 0) - 1)
   a.load_total = math.max(0, (tonumber(a.load_total) or 0) - 1)
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ch, a['load:' .. ch], 'load_total', a.load_total,
              'last_activity', now)
-  if defer then return a, old end
-  agent_reindex(aid, a, old)
+  if defer then return a, old, was end
+  agent_reindex(aid, a, old, was)
   return a
 end
 
-local function agent_set_presence(aid, a, presence, reason, now)
-  local old = agent_activity(a)
+-- defer: as for agent_release, the caller's route_agent(aid, now, old, was) updates the
+-- index entries (agent_state: becoming available is followed by routing the agent)
+local function agent_set_presence(aid, a, presence, reason, now, defer)
+  local old, was = agent_activity(a), free_map(a)
   a.presence = presence
   a.reason = reason or ''
   redis.call('HSET', B .. 'agent:' .. aid, 'presence', presence, 'reason', a.reason,
@@ -457,8 +470,9 @@ local function agent_set_presence(aid, a, presence, reason, now)
   if presence == 'available' then redis.call('HSET', B .. 'agent:' .. aid, 'no_answer', 0) end
   redis.call('XADD', B .. 'agent:' .. aid .. ':activity', 'MAXLEN', '~', '10000', '*',
              'at', tostring(now), 'presence', presence, 'reason', a.reason)
-  agent_reindex(aid, a, old)
+  if not defer then agent_reindex(aid, a, old, was) end
   emit(now, 'agent.presence', aid, {agent = aid, presence = presence, reason = a.reason})
+  return old, was
 end
 
 -- An offer that ended without acceptance: back to waiting (same place), agent released.
