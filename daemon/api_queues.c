@@ -10,7 +10,7 @@
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
-#define QUEUES_PER_SCRIPT 100
+#define QUEUES_PER_SCRIPT 50
 
 struct stats_job {
     struct http_req *r;
