@@ -234,6 +234,7 @@ local function win_advance(q, m, W)
 end
 
 local stats_w
+local win_last = {}   -- queue -> minute its 'last' was set to in this script
 local function qstat(q, now, field, by)
   by = by or 1
   stats_w = stats_w or rconf('stats_window', 15)
@@ -241,7 +242,10 @@ local function qstat(q, now, field, by)
   win_advance(q, m, stats_w)
   redis.call('HINCRBY', B .. 'q:' .. q .. ':wmin', m .. ':' .. field, by)
   redis.call('HINCRBY', B .. 'q:' .. q .. ':win', field, by)
-  redis.call('HSET', B .. 'q:' .. q .. ':win', 'last', m)
+  if win_last[q] ~= m then
+    win_last[q] = m
+    redis.call('HSET', B .. 'q:' .. q .. ':win', 'last', m)
+  end
   redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by)
 end
 
