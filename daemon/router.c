@@ -280,11 +280,12 @@ char *router_sync_document(void)
         }
     }
     json_t *doc = json_pack(
-        "{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:o}", "routing", "offer_timeout:voice",
+        "{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:o}", "routing", "offer_timeout:voice",
         cfg->offer_timeout_voice, "offer_timeout:webchat", cfg->offer_timeout_webchat,
         "offer_timeout:branch", cfg->offer_timeout_branch, "offer_timeout:email",
         cfg->offer_timeout_email, "offer_timeout:fax", cfg->offer_timeout_fax, "reject_block",
-        cfg->reject_block, "max_no_answer", cfg->max_no_answer, "queues", queues);
+        cfg->reject_block, "max_no_answer", cfg->max_no_answer, "stats_window",
+        cfg->stats_window, "queues", queues);
     /* analytics switches for lib.lua's rollup()/export (docs/ANALYTICS.md) */
     json_t *rconf = json_object_get(doc, "routing");
     json_object_set_new(rconf, "rollups",

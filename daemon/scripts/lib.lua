@@ -143,6 +143,14 @@ local function agent_score(a, strategy)
   return tonumber(a.last_activity) or 0
 end
 
+-- the channels on which the agent is now in its queues' avail sets
+local ALL_CHANNELS = {'voice', 'email', 'fax', 'branch', 'webchat'}
+local function free_map(a)
+  local m = {}
+  for _, ch in ipairs(ALL_CHANNELS) do m[ch] = agent_free_for(a, ch) end
+  return m
+end
+
 -- derived activity for supervisors: offline | away | available | busy
 local function agent_activity(a)
   if a.presence ~= 'available' then return a.presence or 'offline' end
@@ -150,17 +158,24 @@ local function agent_activity(a)
   return 'available'
 end
 
--- Bring every index entry of one agent up to date: cost = its queues x their channels.
-local function agent_reindex(aid, a, old_activity)
+-- Bring every index entry of one agent up to date: cost = its queues x the channels it has
+-- capacity on. An agent is never in an avail set of a channel it has no capacity on (the
+-- capacity changes only in agent_upsert, which first removes every entry: a == nil), so
+-- those channels need no call. was (optional, from free_map before the change): the
+-- channels the agent was free on, so in the avail sets of; a channel it was not free on and
+-- still is not needs no call either (a busy agent freeing and retaking a unit of capacity).
+local function agent_reindex(aid, a, old_activity, was)
   local act = a and agent_activity(a) or nil
   for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
     local qc = qconf(q)
     if qc then
       for _, ch in ipairs(qc.chanlist) do
         local key = B .. 'q:' .. q .. ':avail:' .. ch
-        if a and agent_free_for(a, ch) then
+        if not a then
+          redis.call('ZREM', key, aid)
+        elseif agent_free_for(a, ch) then
           redis.call('ZADD', key, agent_score(a, qc.strategy), aid)
-        else
+        elseif (tonumber(a['cap:' .. ch]) or 0) > 0 and (not was or was[ch]) then
           redis.call('ZREM', key, aid)
         end
       end
@@ -174,11 +189,76 @@ end
 
 local function minute_bucket(now) return math.floor(now / 60000) end
 
+-- Sliding-window statistics of a queue, kept as things happen so that reading them costs
+-- O(1) per queue whatever the window ([routing] stats_window, W minutes):
+--   q:<Q>:win   hash  the sums over minutes [from, now] of each QSTAT_FIELDS field, and
+--                     from, last (newest minute written), w (the W the sums are for)
+--   q:<Q>:wmin  hash  '<minute>:<field>' -> the part of a sum added in that minute
+-- Moving the window to minute m subtracts (and deletes) the minutes that left it: at most
+-- W minutes of data are ever held, and each minute is subtracted once.
+local QSTAT_FIELDS = {'offered', 'accepted', 'abandoned', 'transferred', 'in_sla', 'wait_sum_ms',
+                      'handled', 'handle_sum_ms', 'timed_out'}
+local win_at = {}   -- queue -> minute its window was moved to in this script
+
+local function win_advance(q, m, W)
+  if win_at[q] == m then return end
+  win_at[q] = m
+  local wk, mk = B .. 'q:' .. q .. ':win', B .. 'q:' .. q .. ':wmin'
+  local h = redis.call('HMGET', wk, 'from', 'last', 'w')
+  local from, last, w = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+  local lo = m - W + 1
+  if from and w == W and from >= lo then return end
+  if w ~= W then
+    -- a new queue or another window: the sums again from the minutes held (at most 120)
+    local flat = redis.call('HGETALL', mk)
+    local sums, newest = {}, lo - 1
+    redis.call('DEL', wk)
+    for i = 1, #flat, 2 do
+      local x, f = string.match(flat[i], '^(%-?%d+):(.+)$')
+      x = tonumber(x)
+      if x and x >= lo and x <= m then
+        sums[f] = (sums[f] or 0) + tonumber(flat[i + 1])
+        if x > newest then newest = x end
+      else
+        redis.call('HDEL', mk, flat[i])
+      end
+    end
+    for f, v in pairs(sums) do redis.call('HSET', wk, f, v) end
+    redis.call('HSET', wk, 'from', lo, 'last', newest, 'w', W)
+  elseif not last or last < lo then
+    -- nothing written within the window
+    redis.call('DEL', wk, mk)
+    redis.call('HSET', wk, 'from', lo, 'last', lo - 1, 'w', W)
+  else
+    -- from >= last - W + 1 (set when last was written), so at most W - 1 minutes
+    for x = from, lo - 1 do
+      local names = {}
+      for i, f in ipairs(QSTAT_FIELDS) do names[i] = x .. ':' .. f end
+      local vals = redis.call('HMGET', mk, unpack(names))
+      for i, f in ipairs(QSTAT_FIELDS) do
+        local v = tonumber(vals[i])
+        if v and v ~= 0 then redis.call('HINCRBY', wk, f, -v) end
+      end
+      redis.call('HDEL', mk, unpack(names))
+    end
+    redis.call('HSET', wk, 'from', lo)
+  end
+end
+
+local stats_w
+local win_last = {}   -- queue -> minute its 'last' was set to in this script
 local function qstat(q, now, field, by)
-  local key = B .. 'q:' .. q .. ':stats:' .. minute_bucket(now)
-  redis.call('HINCRBY', key, field, by or 1)
-  redis.call('EXPIRE', key, 7200)
-  redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by or 1)
+  by = by or 1
+  stats_w = stats_w or rconf('stats_window', 15)
+  local m = minute_bucket(now)
+  win_advance(q, m, stats_w)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':wmin', m .. ':' .. field, by)
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':win', field, by)
+  if win_last[q] ~= m then
+    win_last[q] = m
+    redis.call('HSET', B .. 'q:' .. q .. ':win', 'last', m)
+  end
+  redis.call('HINCRBY', B .. 'q:' .. q .. ':totals', field, by)
 end
 
 -- One event for the supervisors' stream and, when it concerns an agent, the same entry id
@@ -260,7 +340,9 @@ local function screen_pop(ix_id, ix)
 end
 
 -- Offer ix to aid: the reservation, the agent's load, indexes, history and the event.
-local function reserve(ix_id, ix, aid, a, now)
+-- defer: the caller (route_agent) brings the agent's index entries up to date itself, once
+-- after all its offers, instead of once per offer.
+local function reserve(ix_id, ix, aid, a, now, defer)
   local resv = 'R-' .. redis.call('INCR', B .. 'seq:resv')
   local timeout = rconf('offer_timeout:' .. ix.channel, 30)
   local expires = now + timeout * 1000
@@ -269,14 +351,14 @@ local function reserve(ix_id, ix, aid, a, now)
              'queue', ix.queue, 'channel', ix.channel, 'created_at', now, 'expires_at', expires)
   redis.call('HSET', B .. 'ix:' .. ix_id, 'state', 'offered', 'reservation', resv, 'agent', aid)
   deadline_add(expires, 'resv:' .. resv)
-  local old = agent_activity(a)
+  local old, was = agent_activity(a), (not defer) and free_map(a) or nil
   a['load:' .. ix.channel] = (tonumber(a['load:' .. ix.channel]) or 0) + 1
   a.load_total = (tonumber(a.load_total) or 0) + 1
   a.last_offer = now
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ix.channel, a['load:' .. ix.channel],
              'load_total', a.load_total, 'last_offer', now, 'last_activity', now)
-  agent_reindex(aid, a, old)
+  if not defer then agent_reindex(aid, a, old, was) end
   history_add(ix.case_id, now, {'type', 'offer.created', 'interaction', ix_id, 'agent', aid,
                                 'reservation', resv, 'channel', ix.channel})
   qstat(ix.queue, now, 'offered')
@@ -311,56 +393,91 @@ local function route_interaction(ix_id, now)
 end
 
 -- An agent with capacity: the best waiting interaction across its queues and channels,
--- repeated while capacity remains. Cost: its queues x channels x O(log n) per offer, at
--- most capacity_total (<= 500) offers: each one takes a unit of it.
-local function route_agent(aid, now)
+-- repeated while capacity remains. The head of each (queue, channel) wait set the agent has
+-- capacity on is read once; after an offer only the set it came from is read again (the
+-- others did not change), so the cost is its queues x channels x O(log n) once, plus
+-- O(log n) per offer (at most capacity_total <= 500: each one takes a unit of it). Index
+-- entries are updated once at the end. stale: the agent's activity before a change the
+-- caller made without updating its index entries (agent_release(..., true)).
+local function route_agent(aid, now, stale, stale_was)
+  local a = agent_get(aid)
+  if not a then return 0 end
+  local old, was = stale or agent_activity(a), stale_was
+  if not stale then was = free_map(a) end
   local offers = 0
-  for _ = 1, 500 do
-    local a = agent_get(aid)
-    if not a or a.presence ~= 'available' then break end
-    local best_ix, best_score
+  if a.presence == 'available' and (tonumber(a.load_total) or 0) < (tonumber(a.cap_total) or 0) then
+    local heads = {}   -- per (queue, channel): key, ch, and the candidates read so far
     for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
       local qc = qconf(q)
       if qc then
         for _, ch in ipairs(qc.chanlist) do
-          if agent_free_for(a, ch) then
-            local cands = redis.call('ZRANGE', B .. 'q:' .. q .. ':wait:' .. ch, 0, CHANNEL_SCAN - 1, 'WITHSCORES')
-            for i = 1, #cands, 2 do
-              local s = tonumber(cands[i + 1])
-              if best_score and s >= best_score then break end
-              if not excluded(cands[i], aid, now) then
-                best_ix, best_score = cands[i], s
-                break
-              end
-            end
+          if (tonumber(a['cap:' .. ch]) or 0) > 0 then
+            heads[#heads + 1] = {key = B .. 'q:' .. q .. ':wait:' .. ch, ch = ch}
           end
         end
       end
     end
-    if not best_ix then break end
-    local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. best_ix))
-    reserve(best_ix, ix, aid, a, now)
-    offers = offers + 1
+    -- the next candidate of h not yet ruled out: its id and score, or nil
+    local function peek(h)
+      if not h.c then
+        -- the head alone first; the CHANNEL_SCAN window only past an exclusion
+        h.c, h.pos, h.full = redis.call('ZRANGE', h.key, 0, 0, 'WITHSCORES'), 1, false
+      end
+      local i = 2 * h.pos - 1
+      if h.c[i] then return h.c[i], tonumber(h.c[i + 1]) end
+      return nil
+    end
+    local function skip(h)
+      if not h.full then
+        h.c, h.full = redis.call('ZRANGE', h.key, 0, CHANNEL_SCAN - 1, 'WITHSCORES'), true
+      end
+      h.pos = h.pos + 1
+    end
+    for _ = 1, 500 do
+      if (tonumber(a.load_total) or 0) >= (tonumber(a.cap_total) or 0) then break end
+      local best, best_id, best_score
+      for _, h in ipairs(heads) do
+        if agent_free_for(a, h.ch) then
+          local id, s = peek(h)
+          while id and (not best_score or s < best_score) and excluded(id, aid, now) do
+            skip(h)
+            id, s = peek(h)
+          end
+          if id and (not best_score or s < best_score) then best, best_id, best_score = h, id, s end
+        end
+      end
+      if not best then break end
+      local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. best_id))
+      reserve(best_id, ix, aid, a, now, true)
+      best.c = nil   -- its set changed: read its head again
+      offers = offers + 1
+    end
   end
+  if offers > 0 or stale then agent_reindex(aid, a, old, was) end
   return offers
 end
 
 -- Give back one unit of the agent's capacity on ch (reservation ended or work completed).
-local function agent_release(aid, ch, now)
+-- defer: the caller calls route_agent(aid, now, <returned old activity>) next, which
+-- updates the index entries (nothing in between may read the agent's avail entries).
+local function agent_release(aid, ch, now, defer)
   local a = agent_get(aid)
   if not a then return nil end
-  local old = agent_activity(a)
+  local old, was = agent_activity(a), free_map(a)
   a['load:' .. ch] = math.max(0, (tonumber(a['load:' .. ch]) or 0) - 1)
   a.load_total = math.max(0, (tonumber(a.load_total) or 0) - 1)
   a.last_activity = now
   redis.call('HSET', B .. 'agent:' .. aid, 'load:' .. ch, a['load:' .. ch], 'load_total', a.load_total,
              'last_activity', now)
-  agent_reindex(aid, a, old)
+  if defer then return a, old, was end
+  agent_reindex(aid, a, old, was)
   return a
 end
 
-local function agent_set_presence(aid, a, presence, reason, now)
-  local old = agent_activity(a)
+-- defer: as for agent_release, the caller's route_agent(aid, now, old, was) updates the
+-- index entries (agent_state: becoming available is followed by routing the agent)
+local function agent_set_presence(aid, a, presence, reason, now, defer)
+  local old, was = agent_activity(a), free_map(a)
   a.presence = presence
   a.reason = reason or ''
   redis.call('HSET', B .. 'agent:' .. aid, 'presence', presence, 'reason', a.reason,
@@ -369,8 +486,9 @@ local function agent_set_presence(aid, a, presence, reason, now)
   if presence == 'available' then redis.call('HSET', B .. 'agent:' .. aid, 'no_answer', 0) end
   redis.call('XADD', B .. 'agent:' .. aid .. ':activity', 'MAXLEN', '~', '10000', '*',
              'at', tostring(now), 'presence', presence, 'reason', a.reason)
-  agent_reindex(aid, a, old)
+  if not defer then agent_reindex(aid, a, old, was) end
   emit(now, 'agent.presence', aid, {agent = aid, presence = presence, reason = a.reason})
+  return old, was
 end
 
 -- An offer that ended without acceptance: back to waiting (same place), agent released.

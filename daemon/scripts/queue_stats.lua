@@ -1,11 +1,10 @@
 -- queue_stats.lua: ARGV[1] JSON array of queue names (a page), ARGV[2] window in minutes.
--- Counters and minute buckets kept as things happen: no scan of waiting work or agents.
+-- Counters and window sums kept as things happen (q:<Q>:win, see qstat in lib.lua): O(1)
+-- per queue, no scan of waiting work, agents or minutes.
 local names = cjson.decode(ARGV[1])
 local window = tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
-local fields = {'offered', 'accepted', 'abandoned', 'transferred', 'in_sla', 'wait_sum_ms',
-                'handled', 'handle_sum_ms', 'timed_out'}
 for _, q in ipairs(names) do
   local qc = qconf(q)
   if qc then
@@ -22,13 +21,10 @@ for _, q in ipairs(names) do
     s.longest_wait_ms = oldest[2] and (now - tonumber(oldest[2])) or 0
     local ag = redis.call('HGETALL', B .. 'q:' .. q .. ':agents')
     for i = 1, #ag, 2 do s.agents[ag[i]] = tonumber(ag[i + 1]) end
+    win_advance(q, math.floor(now / 60000), window)
+    local vals = redis.call('HMGET', B .. 'q:' .. q .. ':win', unpack(QSTAT_FIELDS))
     local w = {}
-    for _, f in ipairs(fields) do w[f] = 0 end
-    local b = math.floor(now / 60000)
-    for m = b - window + 1, b do
-      local vals = redis.call('HMGET', B .. 'q:' .. q .. ':stats:' .. m, unpack(fields))
-      for i, f in ipairs(fields) do w[f] = w[f] + (tonumber(vals[i]) or 0) end
-    end
+    for i, f in ipairs(QSTAT_FIELDS) do w[f] = tonumber(vals[i]) or 0 end
     local answered_or_lost = w.accepted + w.abandoned
     s.window_minutes = window
     s.offered, s.accepted, s.abandoned, s.transferred, s.timed_out = w.offered, w.accepted, w.abandoned, w.transferred, w.timed_out

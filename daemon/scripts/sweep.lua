@@ -46,10 +46,10 @@ for _, m in ipairs(due) do
       redis.call('HSET', ikey, 'state', 'completed', 'ended_at', now)
       redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', ix.agent, 'last_agent_at', now)
       rollup(ix, now, {wrap_ms = now - tonumber(ix.wrapup_at or now)}, ix.agent)
-      agent_release(ix.agent, ix.channel, now)
+      local _, stale, was = agent_release(ix.agent, ix.channel, now, true)
       history_add(ix.case_id, now, {'type', 'interaction.completed', 'interaction', id, 'agent', ix.agent})
       emit(now, 'interaction.completed', ix.agent, {interaction = id, agent = ix.agent, case = ix.case_id})
-      route_agent(ix.agent, now)
+      route_agent(ix.agent, now, stale, was)
     elseif kind == 'excl' and (ix.state == 'queued' or ix.state == 'offered') then
       if ix.state == 'queued' then route_interaction(id, now) end
       -- the next block of this interaction to end (one per agent that let it go)

@@ -16,24 +16,25 @@ local function clear_deadlines()
   redis.call('ZREM', B .. 'deadlines', 'ovf:' .. ix_id, 'maxw:' .. ix_id, 'wrap:' .. ix_id, 'excl:' .. ix_id)
 end
 
--- release whatever the interaction holds (a place in a queue, an offer, an agent)
+-- release whatever the interaction holds (a place in a queue, an offer, an agent); the
+-- freed agent's index entries are brought up to date by finish()'s route_agent
 local function let_go()
-  local freed
+  local freed, stale, was, _
   if ix.state == 'queued' then
     ix_dequeue(ix_id, ix)
   elseif ix.state == 'offered' then
     redis.call('DEL', B .. 'resv:' .. ix.reservation)
     redis.call('ZREM', B .. 'deadlines', 'resv:' .. ix.reservation)
     emit(now, 'offer.withdrawn', ix.agent, {reservation = ix.reservation, interaction = ix_id, agent = ix.agent})
-    agent_release(ix.agent, ix.channel, now)
+    _, stale, was = agent_release(ix.agent, ix.channel, now, true)
     freed = ix.agent
   elseif ix.state == 'assigned' or ix.state == 'wrapup' then
-    agent_release(ix.agent, ix.channel, now)
+    _, stale, was = agent_release(ix.agent, ix.channel, now, true)
     freed = ix.agent
   end
   clear_deadlines()
   redis.call('HDEL', ikey, 'reservation')
-  return freed
+  return freed, stale, was
 end
 
 local function finish(state, etype, fields)
@@ -41,13 +42,13 @@ local function finish(state, etype, fields)
     -- sticky routing counts from the end of the last contact, not its start
     redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', ix.agent, 'last_agent_at', now)
   end
-  local freed = let_go()
+  local freed, stale, was = let_go()
   redis.call('HSET', ikey, 'state', state, 'ended_at', now)
   local h = {'type', etype, 'interaction', ix_id}
   for i = 1, #fields do h[#h + 1] = fields[i] end
   history_add(ix.case_id, now, h)
   emit(now, etype, freed or ix.agent, {interaction = ix_id, case = ix.case_id, state = state, agent = ix.agent})
-  if freed then route_agent(freed, now) end
+  if freed then route_agent(freed, now, stale, was) end
 end
 
 if op == 'wrapup' then
