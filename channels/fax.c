@@ -972,6 +972,13 @@ static int fax_start(struct event_base *base, const struct config *cfg, char **e
         return -1;
     }
     fx.pool = true;
+    /* libgomp reads OMP_THREAD_LIMIT once, when it is loaded (before main): tesseract's
+     * parallel loops name their own thread count, so only the environment holds them to one
+     * thread (tests/bench/fax measured 3x the CPU per page without it) */
+    const char *omp = getenv("OMP_THREAD_LIMIT");
+    if (fx.ocr && (!omp || strcmp(omp, "1") != 0))
+        log_warn("fax: OMP_THREAD_LIMIT is not 1 in omniccd's environment: each OCR page "
+                 "costs several times its CPU (the systemd unit sets it)");
     if (fax_out_start(base, cfg, err) < 0)
         return -1;
     log_info("fax: Phaxio %s, Telnyx %s, gateways %s, OCR %s", fx.phaxio_token ? "on" : "off",
