@@ -11,6 +11,9 @@
 --              text of the first page kept on the interaction; the first identifier that names
 --              a known case or customer (case token, then policy, then phone) links the fax to
 --              that customer and case; what was found and from where goes in the case history.
+--   link      {ix, sha, case | customer}: POST /v1/interactions/{id}/link, an agent holding
+--              the interaction (sha of its token) or the admin (sha '') moves it to that case,
+--              or to that customer, with the same steps as an OCR link (history on both cases).
 local op = ARGV[1]
 local a = cjson.decode(ARGV[2])
 local now = now_ms()
@@ -156,6 +159,114 @@ if op == 'out_status' then
   return cjson.encode({known = true, fax = id})
 end
 
+-- Move interaction ix (its hash as a table) to customer target, and to case target_case when
+-- given (else the customer's open case for policy, or the interaction's own new case handed
+-- over, or a new case). by: who decided (ocr, agent:<id>, admin); matched: on what. History
+-- on both cases: interaction.linked on the new one, <channel>.relinked on the old one.
+-- Returns new_case, new_cust, moved.
+local function relink(ix_id, ix, target, target_case, policy, by, matched)
+  local ikey = B .. 'ix:' .. ix_id
+  local chan = ix.channel or 'fax'
+  local old_case, old_cust = ix.case_id, ix.customer_id
+  local new_case, new_cust = old_case, old_cust
+  local moved = false
+  if not (target and (target ~= old_cust or (target_case and target_case ~= old_case))) then
+    return new_case, new_cust, moved
+  end
+  local okey = B .. 'case:' .. old_case
+  local oc = hash_to_table(redis.call('HGETALL', okey))
+  -- the case ingest opened for this very interaction (same instant, nothing else in it)
+  local own_case = oc.created_at == ix.created_at and oc.opened_by == chan
+  local tkey = B .. 'cust:' .. target
+  if target_case then
+    new_case = target_case
+  else
+    local p = policy or ''
+    local c = redis.call('HGET', tkey .. ':open', p)
+    if c and redis.call('HGET', B .. 'case:' .. c, 'status') == 'open' then new_case = c end
+    if new_case == old_case and own_case then
+      -- hand the interaction's own case over to the customer it belongs to
+      local op_ = oc.policy or ''
+      if redis.call('HGET', B .. 'cust:' .. old_cust .. ':open', op_) == old_case then
+        redis.call('HDEL', B .. 'cust:' .. old_cust .. ':open', op_)
+      end
+      redis.call('ZREM', B .. 'cust:' .. old_cust .. ':cases', old_case)
+      redis.call('HSET', okey, 'customer_id', target, 'policy', p)
+      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, old_case) end
+      redis.call('ZADD', tkey .. ':cases', now, old_case)
+      history_add(old_case, now, {'type', 'case.customer_changed', 'interaction', ix_id,
+                                  'from', old_cust, 'to', target, 'by', by, 'matched', matched})
+    elseif new_case == old_case then
+      -- the interaction had joined another case of the sender: a new case for the customer
+      new_case = 'C-' .. redis.call('INCR', B .. 'seq:case')
+      redis.call('HSET', B .. 'case:' .. new_case, 'id', new_case, 'customer_id', target,
+                 'policy', p, 'status', 'open', 'created_at', now, 'opened_by', chan)
+      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, new_case) end
+      redis.call('ZADD', tkey .. ':cases', now, new_case)
+      history_add(new_case, now, {'type', 'case.opened', 'interaction', ix_id, 'channel', chan})
+    end
+  end
+  new_cust = target
+  if new_case ~= old_case then
+    moved = true
+    history_add(old_case, now, {'type', chan .. '.relinked', 'interaction', ix_id, 'to_case', new_case,
+                                'by', by, 'matched', matched})
+    if own_case then
+      redis.call('HSET', okey, 'status', 'closed', 'closed_at', now, 'closed_reason',
+                 chan .. ' linked to ' .. new_case)
+      local op_ = oc.policy or ''
+      local owner = redis.call('HGET', okey, 'customer_id')
+      if redis.call('HGET', B .. 'cust:' .. owner .. ':open', op_) == old_case then
+        redis.call('HDEL', B .. 'cust:' .. owner .. ':open', op_)
+      end
+    end
+    history_add(new_case, now, {'type', 'interaction.linked', 'interaction', ix_id,
+                                'channel', chan, 'from_case', old_case, 'by', by,
+                                'matched', matched, 'summary', ix.subject or ''})
+  end
+  redis.call('HSET', B .. 'case:' .. new_case, 'updated_at', now, 'last_channel', chan)
+  redis.call('ZADD', tkey .. ':cases', 'GT', now, new_case)
+  redis.call('HSET', ikey, 'case_id', new_case, 'customer_id', new_cust, 'linked_by', by,
+             'linked_match', matched)
+  local seg = redis.call('HGET', tkey, 'segment')
+  if seg then redis.call('HSET', ikey, 'segment', seg) end
+  return new_case, new_cust, moved
+end
+
+if op == 'link' then
+  -- an agent's (or the admin's) correction: {ix, sha, case | customer}
+  local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. a.ix))
+  if not ix.id then return fail('ERR_NOT_FOUND', 'no interaction ' .. a.ix) end
+  local sha = a.sha or ''
+  if sha ~= '' and (not ix.agent or ix.agent == '' or
+                    redis.call('GET', B .. 'token:' .. sha) ~= ix.agent) then
+    return fail('ERR_FORBIDDEN', 'not your interaction')
+  end
+  local by = sha == '' and 'admin' or ('agent:' .. ix.agent)
+  local target, target_case, matched
+  if a.case then
+    local c = hash_to_table(redis.call('HGETALL', B .. 'case:' .. a.case))
+    if not c.id then return fail('ERR_NOT_FOUND', 'no case ' .. a.case) end
+    if c.status ~= 'open' then return fail('ERR_CONFLICT', a.case .. ' is ' .. tostring(c.status) .. ', not open') end
+    if a.case == ix.case_id then return fail('ERR_CONFLICT', a.ix .. ' is already in ' .. a.case) end
+    target, target_case, matched = resolve_customer(c.customer_id), a.case, 'case:' .. a.case
+  else
+    if redis.call('EXISTS', B .. 'cust:' .. a.customer) == 0 then
+      return fail('ERR_NOT_FOUND', 'no customer ' .. a.customer)
+    end
+    target, matched = resolve_customer(a.customer), 'customer:' .. a.customer
+    if target == ix.customer_id then
+      return fail('ERR_CONFLICT', a.ix .. ' is already with ' .. target)
+    end
+  end
+  local old_case = ix.case_id
+  local new_case, new_cust, moved = relink(a.ix, ix, target, target_case, nil, by, matched)
+  emit(now, 'interaction.linked', ix.agent ~= '' and ix.agent or nil,
+       {interaction = a.ix, case = new_case, from_case = old_case, customer = new_cust, by = by})
+  return cjson.encode({id = a.ix, case = new_case, customer = new_cust, from_case = old_case,
+                       moved = moved, by = by})
+end
+
 if op ~= 'ocr' then return fail('ERR_INVALID', 'op: unknown ' .. tostring(op)) end
 
 local ikey = B .. 'ix:' .. a.ix
@@ -196,68 +307,11 @@ if not target then
   end
 end
 
-local old_case, old_cust = ix.case_id, ix.customer_id
-local new_case, new_cust = old_case, old_cust
-local moved = false
-if target and (target ~= old_cust or (target_case and target_case ~= old_case)) then
-  local okey = B .. 'case:' .. old_case
-  local oc = hash_to_table(redis.call('HGETALL', okey))
-  -- the case ingest opened for this very fax (same instant, nothing else in it)
-  local own_case = oc.created_at == ix.created_at and oc.opened_by == 'fax'
-  local tkey = B .. 'cust:' .. target
-  if target_case then
-    new_case = target_case
-  else
-    local p = policy or ''
-    local c = redis.call('HGET', tkey .. ':open', p)
-    if c and redis.call('HGET', B .. 'case:' .. c, 'status') == 'open' then new_case = c end
-    if new_case == old_case and own_case then
-      -- hand the fax's own case over to the customer it belongs to
-      local op_ = oc.policy or ''
-      if redis.call('HGET', B .. 'cust:' .. old_cust .. ':open', op_) == old_case then
-        redis.call('HDEL', B .. 'cust:' .. old_cust .. ':open', op_)
-      end
-      redis.call('ZREM', B .. 'cust:' .. old_cust .. ':cases', old_case)
-      redis.call('HSET', okey, 'customer_id', target, 'policy', p)
-      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, old_case) end
-      redis.call('ZADD', tkey .. ':cases', now, old_case)
-      history_add(old_case, now, {'type', 'case.customer_changed', 'interaction', a.ix,
-                                  'from', old_cust, 'to', target, 'by', 'ocr', 'matched', matched})
-    elseif new_case == old_case then
-      -- the fax had joined another case of the sender: a new case for the named customer
-      new_case = 'C-' .. redis.call('INCR', B .. 'seq:case')
-      redis.call('HSET', B .. 'case:' .. new_case, 'id', new_case, 'customer_id', target,
-                 'policy', p, 'status', 'open', 'created_at', now, 'opened_by', 'fax')
-      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, new_case) end
-      redis.call('ZADD', tkey .. ':cases', now, new_case)
-      history_add(new_case, now, {'type', 'case.opened', 'interaction', a.ix, 'channel', 'fax'})
-    end
-  end
-  new_cust = target
-  if new_case ~= old_case then
-    moved = true
-    history_add(old_case, now, {'type', 'fax.relinked', 'interaction', a.ix, 'to_case', new_case,
-                                'by', 'ocr', 'matched', matched})
-    if own_case then
-      redis.call('HSET', okey, 'status', 'closed', 'closed_at', now, 'closed_reason',
-                 'fax linked to ' .. new_case)
-      local op_ = oc.policy or ''
-      local owner = redis.call('HGET', okey, 'customer_id')
-      if redis.call('HGET', B .. 'cust:' .. owner .. ':open', op_) == old_case then
-        redis.call('HDEL', B .. 'cust:' .. owner .. ':open', op_)
-      end
-    end
-    history_add(new_case, now, {'type', 'interaction.linked', 'interaction', a.ix,
-                                'channel', 'fax', 'from_case', old_case, 'by', 'ocr',
-                                'matched', matched, 'summary', ix.subject or ''})
-  end
-  redis.call('HSET', B .. 'case:' .. new_case, 'updated_at', now, 'last_channel', 'fax')
-  redis.call('ZADD', tkey .. ':cases', 'GT', now, new_case)
-  redis.call('HSET', ikey, 'case_id', new_case, 'customer_id', new_cust, 'linked_by', 'ocr',
-             'linked_match', matched)
-  local seg = redis.call('HGET', tkey, 'segment')
-  if seg then redis.call('HSET', ikey, 'segment', seg) end
-end
+local new_case, new_cust, moved = relink(a.ix, ix, target, target_case, policy, 'ocr', matched)
+-- what was found and from where, kept on the interaction for the agent (the history entry
+-- stays on the case it was written to, even after the fax is moved by hand)
+redis.call('HSET', ikey, 'ocr_found', cjson.encode(found), 'ocr_source', 'ocr:page1',
+           'ocr_matched', matched or '')
 
 history_add(new_case, now, {'type', 'fax.ocr', 'interaction', a.ix, 'source', 'ocr:page1',
                             'found', cjson.encode(found), 'matched', matched or '',
@@ -265,7 +319,9 @@ history_add(new_case, now, {'type', 'fax.ocr', 'interaction', a.ix, 'source', 'o
                             'cpu_ms', tostring(a.cpu_ms or 0)})
 -- the live events stream is kept for days and read by every desktop: it names what kind of
 -- identifier matched, never its value (the case history has it, and erasure clears it there)
-emit(now, 'fax.ocr', nil, {interaction = a.ix, case = new_case, customer = new_cust,
+-- to the agent the fax is offered to or held by (their desktop shows the findings), and
+-- supervisors
+emit(now, 'fax.ocr', (ix.agent and ix.agent ~= '') and ix.agent or nil, {interaction = a.ix, case = new_case, customer = new_cust,
                            matched = matched and string.match(matched, '^[^:]+') or nil, moved = moved})
 return cjson.encode({case = new_case, customer = new_cust, matched = matched or '',
                      moved = moved, linked = target ~= nil})

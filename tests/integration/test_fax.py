@@ -626,6 +626,9 @@ class FaxTest(unittest.TestCase):
         self.assertTrue(ocr, hist)
         self.assertIn(policy, json.loads(ocr[-1]['found'])['policy'])
         self.assertEqual(ocr[-1]['source'], 'ocr:page1')
+        # kept on the interaction too, for the agent's desktop
+        self.assertIn(policy, json.loads(ix['ocr_found'])['policy'])
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', 'policy:' + policy))
         return ix
 
     def test_ocr_fine_resolution_joins_imported_customer(self):
@@ -646,6 +649,82 @@ class FaxTest(unittest.TestCase):
         self.assertIn('interaction.linked', types)
         st, old, _ = self.d.get('/v1/cases/' + out['case'])
         self.assertEqual(old['case']['status'], 'closed')
+
+
+    # ---- correcting the link: POST /v1/interactions/{id}/link ----
+
+    def link(self, iid, body, token=None):
+        headers = {'Authorization': 'Bearer ' + token} if token else None
+        st, out, _ = self.d.post('/v1/interactions/%s/link' % iid, body, headers=headers)
+        return st, out
+
+    def test_link_corrected_by_hand_moves_the_fax_with_history_on_both_cases(self):
+        a = harness_ingest(self, '+34600777001')
+        b = harness_ingest(self, '+34600777002')
+        doc = self.doc('nothing', [['FAX', 'Nothing on this page names anyone']])
+        st, out, _ = self.gateway([('gateway_id', 'link-' + self.fid()), ('from', '+34944000001')], doc)
+        self.assertEqual(st, 200, out)
+        iid, own_case = out['interaction'], out['case']
+        ix = self.wait_linked(iid)  # OCR done (found nothing known): it cannot race the link
+        self.assertEqual(ix['case_id'], own_case)
+        cust_before = ix['customer_id']
+
+        # bad input: clear 4xx, nothing changes
+        for body in ({}, {'case': a['case_id'], 'customer': a['customer_id']}, {'case': 'P-1'},
+                     {'customer': 'C-1'}, {'case': 7}, {'queue': 'x'}):
+            st, err = self.link(iid, body)
+            self.assertEqual(st, 400, (body, err))
+            self.assertEqual(err['error']['code'] if 'error' in err else err.get('code'),
+                             'invalid_field', err)
+        self.assertEqual(self.link('I-999999', {'case': a['case_id']})[0], 404)
+        self.assertEqual(self.link(iid, {'case': 'C-999999'})[0], 404)
+        self.assertEqual(self.link(iid, {'customer': 'P-999999'})[0], 404)
+        self.assertEqual(self.link(iid, {'case': own_case})[0], 409)
+        # an agent who does not hold the fax
+        st, ag, _ = self.d.post('/v1/agents', {'id': 'fax-linker', 'name': 'Linker', 'skills': {},
+                                               'capacity': {'fax': 1}})
+        self.assertIn(st, (200, 201), ag)
+        st, tok, _ = self.d.post('/v1/agents/fax-linker/tokens', None)
+        self.assertEqual(st, 201, tok)
+        st, err = self.link(iid, {'case': a['case_id']}, token=tok['token'])
+        self.assertEqual(st, 403, err)
+        ix = self.interaction(iid)
+        self.assertEqual((ix['case_id'], ix['customer_id']), (own_case, cust_before))
+        self.assertNotIn('interaction.linked', [h['type'] for h in self.history(a['case_id'])])
+
+        # to a case: the fax joins it; its own case is closed; both histories say so
+        st, res = self.link(iid, {'case': a['case_id']})
+        self.assertEqual(st, 200, res)
+        self.assertEqual((res['case'], res['customer'], res['from_case'], res['moved'], res['by']),
+                         (a['case_id'], a['customer_id'], own_case, True, 'admin'))
+        ix = self.interaction(iid)
+        self.assertEqual((ix['case_id'], ix['customer_id']), (a['case_id'], a['customer_id']))
+        self.assertEqual((ix['linked_by'], ix['linked_match']), ('admin', 'case:' + a['case_id']))
+        linked = [h for h in self.history(a['case_id']) if h['type'] == 'interaction.linked']
+        self.assertEqual(len(linked), 1, linked)
+        self.assertEqual((linked[0]['interaction'], linked[0]['from_case'], linked[0]['by']),
+                         (iid, own_case, 'admin'))
+        rel = [h for h in self.history(own_case) if h['type'] == 'fax.relinked']
+        self.assertEqual((len(rel), rel[0]['to_case'], rel[0]['by']), (1, a['case_id'], 'admin'), rel)
+        st, old, _ = self.d.get('/v1/cases/' + own_case)
+        self.assertEqual(old['case']['status'], 'closed')
+        # its old case is closed now: not a place to move to
+        self.assertEqual(self.link(iid, {'case': own_case})[0], 409)
+        self.assertEqual(self.link(iid, {'customer': a['customer_id']})[0], 409)
+
+        # to a customer: their open case
+        st, res = self.link(iid, {'customer': b['customer_id']})
+        self.assertEqual(st, 200, res)
+        self.assertEqual((res['case'], res['customer'], res['from_case']),
+                         (b['case_id'], b['customer_id'], a['case_id']))
+        self.assertIn('fax.relinked', [h['type'] for h in self.history(a['case_id'])])
+        self.assertIn('interaction.linked', [h['type'] for h in self.history(b['case_id'])])
+        st, still, _ = self.d.get('/v1/cases/' + a['case_id'])
+        self.assertEqual(still['case']['status'], 'open')  # not the fax's own case: kept open
+        # what OCR found is still on the fax
+        ix = self.interaction(iid)
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', ''))
+        self.assertFalse(json.loads(ix['ocr_found'])['policy'])  # found nothing ({} or [])
 
 
 @unittest.skipUnless(have_dovecot(), 'dovecot-imapd not installed')
