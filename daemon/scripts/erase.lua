@@ -126,6 +126,7 @@ local function forget_outbound_fax(id)
     redis.call('DEL', B .. 'faxprov:' .. h.provider .. ':' .. h.provider_id)
   end
   redis.call('DEL', fk)
+  redis.call('ZREM', B .. 'faxout:open', id)
 end
 local function forget_interaction_keys(ik, ix)
   local meta = {}

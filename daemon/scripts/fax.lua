@@ -60,6 +60,10 @@ end
 --               it pending for a later claim
 --   out_status  {provider, provider_id, status = delivered|failed, error, pages}: the
 --               provider's status callback onto the case history
+--   stuck       {stuck_ms, limit}: faxes queued more than stuck_ms ago with no final status
+--               (delivered / failed) yet, oldest first, at most limit: flagged (stuck_at on
+--               faxout:, fax.stuck in the case history, an event), each once. faxout:open
+--               (sorted set, score: queued at) holds the faxes without a final status.
 local OUT = B .. 'outbox:fax'
 if op == 'send' then
   if a.auth_sha and a.auth_sha ~= '' and not redis.call('GET', B .. 'token:' .. a.auth_sha) then
@@ -76,6 +80,7 @@ if op == 'send' then
   redis.pcall('XGROUP', 'CREATE', OUT, 'senders', '0', 'MKSTREAM')
   local entry = redis.call('XADD', OUT, '*', 'job', job)
   redis.call('HSET', B .. 'faxout:' .. id, 'entry', entry) -- erase.lua withdraws it unsent
+  redis.call('ZADD', B .. 'faxout:open', now, id)
   history_add(ix.case_id, now, {'type', 'fax.queued', 'interaction', a.ix, 'fax', id, 'to', a.to,
                                 'document', a.document})
   return cjson.encode({id = id, case = ix.case_id, status = 'queued'})
@@ -84,11 +89,35 @@ end
 local function out_failed(id, why)
   local h = hash_to_table(redis.call('HGETALL', B .. 'faxout:' .. id))
   redis.call('HSET', B .. 'faxout:' .. id, 'status', 'failed', 'error', why, 'failed_at', now)
+  redis.call('ZREM', B .. 'faxout:open', id)
   if h.case then
     history_add(h.case, now, {'type', 'fax.send_failed', 'interaction', h.interaction or '',
                               'fax', id, 'to', h.to or '', 'error', why})
     emit(now, 'fax.send_failed', nil, {case = h.case, interaction = h.interaction, fax = id})
   end
+end
+
+if op == 'stuck' then
+  local open = B .. 'faxout:open'
+  local ids = redis.call('ZRANGEBYSCORE', open, '-inf', now - a.stuck_ms, 'LIMIT', 0, a.limit)
+  local flagged = {}
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', open, id)
+    local okey = B .. 'faxout:' .. id
+    local h = hash_to_table(redis.call('HGETALL', okey))
+    if h.case and h.status ~= 'delivered' and h.status ~= 'failed' then
+      redis.call('HSET', okey, 'stuck_at', now)
+      history_add(h.case, now, {'type', 'fax.stuck', 'interaction', h.interaction or '', 'fax', id,
+                                'to', h.to or '', 'status', h.status or '',
+                                'queued_at', h.created_at or '',
+                                'attempts', h.attempts or '0', 'error', h.last_error or ''})
+      emit(now, 'fax.stuck', nil, {case = h.case, interaction = h.interaction, fax = id,
+                                   status = h.status})
+      flagged[#flagged + 1] = id
+    end
+  end
+  if #flagged == 0 then return '[]' end
+  return cjson.encode(flagged)
 end
 
 if op == 'claim' then
@@ -150,6 +179,7 @@ if op == 'out_status' then
   local h = hash_to_table(redis.call('HGETALL', okey))
   if a.status == 'delivered' then
     redis.call('HSET', okey, 'status', 'delivered', 'delivered_at', now, 'pages', tostring(a.pages or ''))
+    redis.call('ZREM', B .. 'faxout:open', id)
     history_add(h.case, now, {'type', 'fax.delivered', 'interaction', h.interaction, 'fax', id,
                               'to', h.to, 'pages', tostring(a.pages or '')})
     emit(now, 'fax.delivered', nil, {case = h.case, interaction = h.interaction, fax = id})

@@ -195,7 +195,7 @@ class FaxTest(unittest.TestCase):
                   'media_timeout = 10\nmax_pages = 20\nocr_workers = 2\n'
                   'outbound = phaxio\nphaxio_api_base = http://127.0.0.1:%d\n'
                   'phaxio_api_key = api-key-123\nphaxio_api_secret_file = %s\n'
-                  'claim_idle = 1\noutbox_poll_ms = 100\nsend_attempts = 3\n'
+                  'claim_idle = 1\noutbox_poll_ms = 100\nsend_attempts = 3\nstuck_after = 3\n'
                   % (token_file, PHAXIO_URL, base64.b64encode(pub).decode(), secret_file,
                      cls.api.port, api_secret))
         cls.redis = harness.RedisServer(cls.tmp)
@@ -588,6 +588,45 @@ class FaxTest(unittest.TestCase):
                          30, 'fax refused')
         time.sleep(1.5)
         self.assertEqual(len(self.api.requests), n1 + 1)
+
+    def test_outbound_fax_without_final_status_is_flagged_stuck_once(self):
+        doc = self.doc('one', [['Only page that arrived']])
+        st, got, _ = self.gateway([('gateway_id', 'stuck-' + self.fid()), ('from', '+34911000600')], doc)
+        self.assertEqual(st, 200, got)
+        iid, case = got['interaction'], got['case']
+        path = '/v1/interactions/%s/fax' % iid
+        # two faxes handed to the provider (200 with an id); only the second is delivered
+        ids = []
+        for to in ('+34911000601', '+34911000602'):
+            st, out, _ = self.d.post(path, {'to': to, 'document': got['document']})
+            self.assertEqual(st, 202, out)
+            ids.append(out['id'])
+        def sent():
+            return [h for h in self.history(case) if h['type'] == 'fax.sent']
+        harness.wait_for(lambda: len(sent()) == 2, 30, 'both faxes handed to the provider')
+        delivered = [h for h in sent() if h['fax'] == ids[1]][0]
+        fax = json.dumps({'id': int(delivered['provider_id']), 'direction': 'sent',
+                          'status': 'success', 'num_pages': 1})
+        st, cb, _ = self.phaxio([('fax', fax), ('direction', 'sent'), ('success', 'true')])
+        self.assertEqual((st, cb['known']), (200, True), cb)
+        self.assertEqual(self.redis.cli('ZSCORE', 'omnicc:{main}:faxout:open', ids[1]), '(nil)')
+
+        def stuck():
+            return [h for h in self.history(case) if h['type'] == 'fax.stuck']
+        harness.wait_for(stuck, 30, 'the undelivered fax flagged as stuck')
+        time.sleep(2.5)  # more sweeps (every second with stuck_after = 3): flagged once
+        flagged = stuck()
+        self.assertEqual([h['fax'] for h in flagged], [ids[0]], flagged)
+        self.assertEqual((flagged[0]['status'], flagged[0]['to']), ('sent', '+34911000601'))
+        self.assertTrue(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[0], 'stuck_at'))
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[1], 'stuck_at'), '(nil)')
+        self.assertEqual(self.redis.cli('ZSCORE', 'omnicc:{main}:faxout:open', ids[0]), '(nil)')
+        # a final status that comes late still lands
+        fax = json.dumps({'id': int([h for h in sent() if h['fax'] == ids[0]][0]['provider_id']),
+                          'direction': 'sent', 'status': 'success', 'num_pages': 1})
+        st, cb, _ = self.phaxio([('fax', fax), ('direction', 'sent'), ('success', 'true')])
+        self.assertEqual((st, cb['known']), (200, True), cb)
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[0], 'status'), 'delivered')
 
     # ---- OCR ----
 
