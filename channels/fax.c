@@ -161,7 +161,8 @@ static void recorded(const redisReply *reply, const char *err, void *arg)
         reply_error_free(f, 503, NULL, "storage unavailable");
         return;
     }
-    if (fx.ocr && f->have_doc && strcmp(f->info.type, "tiff") == 0) {
+    if (fx.ocr && f->have_doc &&
+        (strcmp(f->info.type, "tiff") == 0 || strcmp(f->info.type, "pdf") == 0)) {
         char *path = xasprintf("%s/attachments/%.2s/%s", fx.cfg->state_dir, f->sha, f->sha);
         if (!fax_ocr_submit(f->ix_id, path)) {
             fx.ocr_skipped++;

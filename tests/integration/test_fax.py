@@ -676,6 +676,38 @@ class FaxTest(unittest.TestCase):
     def test_ocr_standard_resolution_joins_imported_customer(self):
         self.ocr_joins_customer('standard', 'PL-2024-005678', '600333444')
 
+    def test_pdf_fax_pages_rendered_and_cover_read_by_ocr(self):
+        # a fax that arrives as a PDF of scanned pages (tiff2pdf of a G3 fax, as fax servers
+        # and fax-to-email services send them): page images and OCR of page 1 as for a TIFF
+        import struct
+        policy, number = 'PL-2024-004466', '600444666'
+        cust = self.import_customer('H-' + policy, 'Eva Ruiz', policy, number)
+        src = os.path.join(self.tmp, 'pdf-cover-%s.tif' % self.fid())
+        with open(src, 'wb') as f:
+            f.write(fax_pages(self.tmp, [['FAX COVER SHEET', 'Policy number: ' + policy,
+                                          'Medical report attached'], ['Report, page two']]))
+        pdf_path = src[:-4] + '.pdf'
+        subprocess.run(['tiff2pdf', '-o', pdf_path, src], check=True)
+        with open(pdf_path, 'rb') as f:
+            pdf = f.read()
+        st, out, _ = self.gateway([('gateway_id', 'pdf-ocr-' + self.fid()), ('from', '+34955000001')],
+                                  pdf, filename='fax.pdf')
+        self.assertEqual((st, out.get('pages')), (200, 2), out)
+        base = '/v1/attachments/%s/pages/' % out['document']
+        for n in (1, 2):
+            st, png, hdrs = self.d.request('GET', base + '%d.png' % n, raw=True)
+            self.assertEqual((st, hdrs['content-type']), (200, 'image/png'), png[:200])
+            self.assertEqual(png[:8], b'\x89PNG\r\n\x1a\n')
+            w, h = struct.unpack('>II', png[16:24])
+            # the PDF page is the fax page (A4: 1728 x 2292 pixels at 204 x 196 dpi), drawn at 200 dpi
+            self.assertAlmostEqual(w, 1728 / 204 * 200, delta=3)
+            self.assertAlmostEqual(h, 2292 / 196 * 200, delta=3)
+        self.assertEqual(self.d.request('GET', base + '3.png', raw=True)[0], 404)
+        ix = self.wait_linked(out['interaction'])
+        self.assertIn('Medical', ix['ocr_text'])
+        self.assertEqual(ix['customer_id'], cust, ix.get('ocr_text'))
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', 'policy:' + policy))
+
     def test_ocr_case_token_joins_that_case(self):
         first = harness_ingest(self, '+34600555666')
         doc = fax_pages(self.tmp, [['FAX', 'Re: case ' + first['case_id'], 'Signed form attached']])

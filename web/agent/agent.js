@@ -654,7 +654,7 @@
       ul.appendChild(li);
     }
     // a fax: each page as an image, made by the daemon from the document
-    if (doc && doc.type === 'tiff') {
+    if (doc && (doc.type === 'tiff' || doc.type === 'pdf')) {
       const pages = Math.min(Number(doc.pages) || 0, 50);
       const li = el('li', 'att att-pages');
       li.appendChild(el('div', 'att-info', pages + ' page' + (pages === 1 ? '' : 's')));
