@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "omnicc/api.h"
 #include "omnicc/attachments.h"
 #include "omnicc/config.h"
 #include "omnicc/curl_loop.h"
@@ -160,7 +161,8 @@ static void recorded(const redisReply *reply, const char *err, void *arg)
         reply_error_free(f, 503, NULL, "storage unavailable");
         return;
     }
-    if (fx.ocr && f->have_doc && strcmp(f->info.type, "tiff") == 0) {
+    if (fx.ocr && f->have_doc &&
+        (strcmp(f->info.type, "tiff") == 0 || strcmp(f->info.type, "pdf") == 0)) {
         char *path = xasprintf("%s/attachments/%.2s/%s", fx.cfg->state_dir, f->sha, f->sha);
         if (!fax_ocr_submit(f->ix_id, path)) {
             fx.ocr_skipped++;
@@ -972,6 +974,13 @@ static int fax_start(struct event_base *base, const struct config *cfg, char **e
         return -1;
     }
     fx.pool = true;
+    /* libgomp reads OMP_THREAD_LIMIT once, when it is loaded (before main): tesseract's
+     * parallel loops name their own thread count, so only the environment holds them to one
+     * thread (tests/bench/fax measured 3x the CPU per page without it) */
+    const char *omp = getenv("OMP_THREAD_LIMIT");
+    if (fx.ocr && (!omp || strcmp(omp, "1") != 0))
+        log_warn("fax: OMP_THREAD_LIMIT is not 1 in omniccd's environment: each OCR page "
+                 "costs several times its CPU (the systemd unit sets it)");
     if (fax_out_start(base, cfg, err) < 0)
         return -1;
     log_info("fax: Phaxio %s, Telnyx %s, gateways %s, OCR %s", fx.phaxio_token ? "on" : "off",
@@ -987,6 +996,60 @@ static void fax_reload(const struct config *cfg)
     fax_out_reload(cfg);
 }
 
+/* ---- POST /v1/interactions/{id}/link {"case": "C-n"} | {"customer": "P-n"}: an agent
+ * holding the interaction (or the admin) corrects where it belongs, e.g. a fax that OCR
+ * linked to the wrong customer or could not link; the same steps as an OCR link, atomic in
+ * the fax script (history on both cases) ---- */
+
+static void link_done(const redisReply *reply, const char *err, void *arg)
+{
+    api_reply_script_json(arg, reply, err, NULL);
+}
+
+static void link_post(struct http_req *r)
+{
+    if (!id_is_valid(r->params[0], 'I')) {
+        http_reply_error(r, 404, "not_found", "no interaction with that id");
+        return;
+    }
+    json_t *body = http_body_json_object(r);
+    if (!body)
+        return;
+    const char *k, *field = NULL;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        const char *why = NULL;
+        bool is_case = strcmp(k, "case") == 0;
+        if (!is_case && strcmp(k, "customer") != 0)
+            why = "unknown field";
+        else if (field)
+            why = "give exactly one of case and customer";
+        else if (!json_is_string(v) || !id_is_valid(json_string_value(v), is_case ? 'C' : 'P'))
+            why = is_case ? "a case id (C-123)" : "a customer id (P-123)";
+        if (why) {
+            http_reply_error(r, 400, "invalid_field", "%.40s: %s", k, why);
+            json_decref(body);
+            return;
+        }
+        field = is_case ? "case" : "customer";
+    }
+    if (!field) {
+        http_reply_error(r, 400, "invalid_field", "case or customer: give exactly one");
+        json_decref(body);
+        return;
+    }
+    json_t *a = json_pack("{s:s,s:s,s:O}", "ix", r->params[0], "sha", r->auth_sha, field,
+                          json_object_get(body, field));
+    json_decref(body);
+    char *js = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    const char *argv[2] = {"link", js};
+    if (store_script(SCRIPT_FAX, 2, argv, NULL, link_done, r) < 0)
+        http_reply_unavailable(r, store_status());
+    free(js);
+}
+
 static const struct http_route fax_routes[] = {
     {EVHTTP_REQ_POST, "/v1/fax/phaxio", HTTP_AUTH_NONE, phaxio_webhook, "multipart/form-data",
      NULL, true},
@@ -997,6 +1060,8 @@ static const struct http_route fax_routes[] = {
     {EVHTTP_REQ_GET, "/v1/fax/stats", HTTP_AUTH_ADMIN, fax_stats, NULL, NULL, false},
     {EVHTTP_REQ_GET, "/v1/fax/media/{sha256}", HTTP_AUTH_NONE, fax_out_media, NULL, NULL, false},
     {EVHTTP_REQ_POST, "/v1/interactions/{id}/fax", HTTP_AUTH_AGENT, fax_out_post,
+     "application/json", NULL, false},
+    {EVHTTP_REQ_POST, "/v1/interactions/{id}/link", HTTP_AUTH_AGENT, link_post,
      "application/json", NULL, false},
     {EVHTTP_REQ_GET, "/v1/attachments/{sha256}/pages/{n}", HTTP_AUTH_AGENT, page_png, NULL,
      "/v1/attachments/{sha256}/pages/{n}.png", false},

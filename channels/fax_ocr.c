@@ -7,11 +7,13 @@
  * faxes still waiting for OCR loses only the enrichment (logged), never the fax. */
 #include "fax.h"
 
+#include <cairo.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <leptonica/allheaders.h>
+#include <poppler.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,10 +76,96 @@ static double thread_cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* PDF pages are rendered at this resolution (a fine fax is 204x196 dpi) */
+#define PDF_DPI 200
+#define PDF_MAX_SIDE 12000 /* pixels: 1.5 m at 200 dpi; a bigger page is refused */
+
+static bool is_pdf(const unsigned char *d, size_t n)
+{
+    return n >= 5 && memcmp(d, "%PDF-", 5) == 0;
+}
+
+static bool is_tiff(const unsigned char *d, size_t n)
+{
+    return n >= 4 && ((d[0] == 'I' && d[1] == 'I') || (d[0] == 'M' && d[1] == 'M'));
+}
+
+/* Page n (0-based) of a PDF rendered by poppler (cairo image surface, white background) as
+ * an 8-bit grey PIX at PDF_DPI. NULL with *err. */
+static PIX *read_pdf_page(const unsigned char *data, size_t len, int n, l_int32 *res, char **err)
+{
+    GBytes *bytes = g_bytes_new_static(data, len);
+    GError *ge = NULL;
+    PopplerDocument *doc = poppler_document_new_from_bytes(bytes, NULL, &ge);
+    g_bytes_unref(bytes);
+    if (!doc) {
+        *err = xasprintf("the PDF cannot be read: %s", ge && ge->message ? ge->message : "?");
+        if (ge)
+            g_error_free(ge);
+        return NULL;
+    }
+    PopplerPage *page = n >= 0 && n < poppler_document_get_n_pages(doc)
+                            ? poppler_document_get_page(doc, n)
+                            : NULL;
+    if (!page) {
+        g_object_unref(doc);
+        *err = xstrdup("no such page, or it cannot be read as an image");
+        return NULL;
+    }
+    double wpt = 0, hpt = 0;
+    poppler_page_get_size(page, &wpt, &hpt);
+    double w = wpt * PDF_DPI / 72.0 + 0.5, h = hpt * PDF_DPI / 72.0 + 0.5;
+    if (!(w >= 1 && h >= 1 && w <= PDF_MAX_SIDE && h <= PDF_MAX_SIDE)) {
+        g_object_unref(page);
+        g_object_unref(doc);
+        *err = xstrdup("PDF page size out of bounds");
+        return NULL;
+    }
+    cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, (int)w, (int)h);
+    cairo_t *cr = cairo_create(s);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_scale(cr, PDF_DPI / 72.0, PDF_DPI / 72.0);
+    poppler_page_render_for_printing(page, cr);
+    cairo_destroy(cr);
+    g_object_unref(page);
+    g_object_unref(doc);
+    cairo_surface_flush(s);
+    PIX *pix = NULL;
+    if (cairo_surface_status(s) == CAIRO_STATUS_SUCCESS) {
+        /* cairo's RGB24 pixel is 0x00RRGGBB, leptonica's 32-bit one 0xRRGGBB00 */
+        int pw = cairo_image_surface_get_width(s), ph = cairo_image_surface_get_height(s);
+        int stride = cairo_image_surface_get_stride(s);
+        const unsigned char *src = cairo_image_surface_get_data(s);
+        PIX *rgb = pixCreate(pw, ph, 32);
+        if (rgb && src) {
+            l_uint32 *dst = pixGetData(rgb);
+            l_int32 wpl = pixGetWpl(rgb);
+            for (int y = 0; y < ph; y++) {
+                const uint32_t *row = (const uint32_t *)(const void *)(src + (size_t)y * stride);
+                for (int x = 0; x < pw; x++)
+                    dst[(size_t)y * wpl + x] = (l_uint32)(row[x] << 8);
+            }
+            pix = pixConvertRGBToLuminance(rgb);
+        }
+        pixDestroy(&rgb);
+    }
+    cairo_surface_destroy(s);
+    if (!pix) {
+        *err = xstrdup("cannot render the PDF page");
+        return NULL;
+    }
+    pixSetResolution(pix, PDF_DPI, PDF_DPI);
+    *res = PDF_DPI;
+    return pix;
+}
+
 /* Page n (0-based) of a TIFF, with standard-resolution pixels (204x98 dpi: twice as tall
  * as wide) stretched back to the page's real aspect ratio. NULL with *err. */
 static PIX *read_page(const unsigned char *data, size_t len, int n, l_int32 *res, char **err)
 {
+    if (is_pdf(data, len))
+        return read_pdf_page(data, len, n, res, err);
     PIX *pix = pixReadMemTiff(data, len, n);
     if (!pix) {
         *err = xstrdup("no such page, or it cannot be read as an image");
@@ -193,8 +281,8 @@ static void run_page(struct job *j)
         j->err = xstrdup("no such document");
         return;
     }
-    if (len < 4 || !((data[0] == 'I' && data[1] == 'I') || (data[0] == 'M' && data[1] == 'M')))
-        j->err = xstrdup("page images are made of TIFF documents only");
+    if (!is_tiff(data, len) && !is_pdf(data, len))
+        j->err = xstrdup("page images are made of TIFF and PDF documents only");
     else
         j->png = fax_render_page(data, len, j->page - 1, &j->png_len, &j->err);
     free(data);
@@ -211,8 +299,8 @@ static void run_job(TessBaseAPI *api, const char *init_err, struct job *j)
     unsigned char *data = read_file(j->path, &len, &j->err);
     if (!data)
         return;
-    if (len < 4 || !((data[0] == 'I' && data[1] == 'I') || (data[0] == 'M' && data[1] == 'M')))
-        j->err = xstrdup("OCR reads TIFF documents only");
+    if (!is_tiff(data, len) && !is_pdf(data, len))
+        j->err = xstrdup("OCR reads TIFF and PDF documents only");
     else
         j->text = fax_ocr_tiff_page(api, data, len, &j->err);
     free(data);

@@ -28,13 +28,13 @@
 
 static struct {
     const struct config *cfg;
-    struct event *timer;
+    struct event *timer, *stuck_timer;
     char *api_secret;   /* Phaxio */
     char *telnyx_key;   /* Telnyx API key */
     char *media_secret; /* signs the document links */
     char consumer[96];
     int inflight;
-    bool claiming;
+    bool claiming, sweeping;
 } out;
 
 /* ---- POST /v1/interactions/{id}/fax ---- */
@@ -425,6 +425,43 @@ static void poll_outbox(evutil_socket_t fd, short what, void *arg)
     free(text);
 }
 
+/* Faxes with no final status stuck_after seconds after they were queued: flagged, at most
+ * STUCK_BATCH a sweep, each once (the script takes them off faxout:open), whichever daemon
+ * sweeps first. */
+#define STUCK_BATCH 100
+
+static void stuck_done(const redisReply *reply, const char *err, void *arg)
+{
+    out.sweeping = false;
+    if (err) {
+        log_warn("fax: stuck sweep: %s", err);
+        return;
+    }
+    json_t *list = reply->type == REDIS_REPLY_STRING ? json_loadb(reply->str, reply->len, 0, NULL)
+                                                     : NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+        log_warn("fax: %s has no final status after %d s: flagged as stuck", json_string_value(e),
+                 out.cfg->fax_stuck_after);
+    json_decref(list);
+}
+
+static void sweep_stuck(evutil_socket_t fd, short what, void *arg)
+{
+    if (out.sweeping || !store_ready())
+        return;
+    json_t *a = json_pack("{s:I,s:i}", "stuck_ms", (json_int_t)out.cfg->fax_stuck_after * 1000,
+                          "limit", STUCK_BATCH);
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    const char *argv[2] = {"stuck", text};
+    out.sweeping = true;
+    if (store_script(SCRIPT_FAX, 2, argv, NULL, stuck_done, NULL) < 0)
+        out.sweeping = false;
+    free(text);
+}
+
 static int read_one(char **out_secret, const char *path, const char *key, char **err)
 {
     char *e = NULL;
@@ -469,6 +506,14 @@ int fax_out_start(struct event_base *base, const struct config *cfg, char **err)
     out.timer = event_new(base, -1, EV_PERSIST, poll_outbox, NULL);
     struct timeval tv = {cfg->fax_outbox_poll_ms / 1000, (cfg->fax_outbox_poll_ms % 1000) * 1000};
     event_add(out.timer, &tv);
+    if (cfg->fax_stuck_after > 0) {
+        /* a tenth of the limit, between 1 s and a minute: flagged at most 10% late */
+        int every = cfg->fax_stuck_after / 10;
+        every = every < 1 ? 1 : every > 60 ? 60 : every;
+        out.stuck_timer = event_new(base, -1, EV_PERSIST, sweep_stuck, NULL);
+        struct timeval st = {every, 0};
+        event_add(out.stuck_timer, &st);
+    }
     return 0;
 }
 
@@ -476,6 +521,8 @@ void fax_out_stop(void)
 {
     if (out.timer)
         event_free(out.timer);
+    if (out.stuck_timer)
+        event_free(out.stuck_timer);
     free(out.api_secret);
     free(out.telnyx_key);
     free(out.media_secret);

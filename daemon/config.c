@@ -368,6 +368,9 @@ static const struct cfg_key cfg_keys[] = {
      "How often the fax outbox is read (ms)."},
     {"fax", "send_concurrency", CFG_INT, C(fax_send_concurrency), 1, 64, "2", NULL,
      "Faxes handed to the provider at once by this daemon."},
+    {"fax", "stuck_after", CFG_INT, C(fax_stuck_after), 0, 30 * 86400, "3600", NULL,
+     "Seconds after which a sent fax without a final status (delivered or failed) is flagged "
+     "as stuck (0: never)."},
     {"queue", "channels", CFG_STR, Q(channels), 1, 256, "voice email fax branch webchat", NULL,
      "Channels this queue serves."},
     {"queue", "skills", CFG_STR, Q(skills), 0, 1024, "", NULL,

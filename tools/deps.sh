@@ -7,7 +7,8 @@ PKGS="meson ninja-build pkg-config gcc libc6-dev
   libsystemd-dev libcmocka-dev redis-server redis-tools python3 python3-redis wrk curl
   libgmime-3.0-dev libxml2-dev
   libncurses-dev openssl
-  libtiff-dev libtesseract-dev tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng"
+  libtiff-dev libtesseract-dev tesseract-ocr tesseract-ocr-spa tesseract-ocr-eng
+  libpoppler-glib-dev libcairo2-dev"
 # The browser tests (suite 'browser'): Debian's chromium, and node/npm for playwright-core
 # (tools/test runs npm ci). Node.js from elsewhere (it ships its own npm) is used as it is.
 # `tools/deps.sh --run` (tools/run) skips them.

@@ -175,6 +175,10 @@ if op == 'timeline' then
                    external_id = ix.external_id, queue = ix.queue, from = ix.from,
                    subject = ix.subject, body = ix.body, created_at = tonumber(ix.created_at),
                    metadata = ix.metadata and cjson.decode(ix.metadata) or nil,
+                   linked_by = ix.linked_by, linked_match = ix.linked_match,
+                   ocr_at = tonumber(ix.ocr_at), ocr_source = ix.ocr_source,
+                   ocr_matched = ix.ocr_matched,
+                   ocr_found = ix.ocr_found and cjson.decode(ix.ocr_found) or nil,
                    reply_limits = reply_limits},
     customer = {id = cid, name = cust.name, segment = cust.segment or 'standard', identifiers = ids},
     cases = cases, timeline = timeline})

@@ -126,6 +126,7 @@ local function forget_outbound_fax(id)
     redis.call('DEL', B .. 'faxprov:' .. h.provider .. ':' .. h.provider_id)
   end
   redis.call('DEL', fk)
+  redis.call('ZREM', B .. 'faxout:open', id)
 end
 local function forget_interaction_keys(ik, ix)
   local meta = {}
@@ -146,7 +147,7 @@ local function forget_interaction_keys(ik, ix)
     redis.call('DEL', B .. 'idem:' .. ix.channel .. ':' .. ext)
     redis.call('HSET', ik, 'external_id', 'erased:' .. redis.sha1hex(ext))
   end
-  redis.call('HDEL', ik, 'ocr_text', 'fax_failure')
+  redis.call('HDEL', ik, 'ocr_text', 'ocr_found', 'ocr_matched', 'linked_match', 'fax_failure')
 end
 local shas, seen_sha = {}, {}
 local function collect_shas(s)

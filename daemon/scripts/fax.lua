@@ -11,6 +11,9 @@
 --              text of the first page kept on the interaction; the first identifier that names
 --              a known case or customer (case token, then policy, then phone) links the fax to
 --              that customer and case; what was found and from where goes in the case history.
+--   link      {ix, sha, case | customer}: POST /v1/interactions/{id}/link, an agent holding
+--              the interaction (sha of its token) or the admin (sha '') moves it to that case,
+--              or to that customer, with the same steps as an OCR link (history on both cases).
 local op = ARGV[1]
 local a = cjson.decode(ARGV[2])
 local now = now_ms()
@@ -57,6 +60,10 @@ end
 --               it pending for a later claim
 --   out_status  {provider, provider_id, status = delivered|failed, error, pages}: the
 --               provider's status callback onto the case history
+--   stuck       {stuck_ms, limit}: faxes queued more than stuck_ms ago with no final status
+--               (delivered / failed) yet, oldest first, at most limit: flagged (stuck_at on
+--               faxout:, fax.stuck in the case history, an event), each once. faxout:open
+--               (sorted set, score: queued at) holds the faxes without a final status.
 local OUT = B .. 'outbox:fax'
 if op == 'send' then
   if a.auth_sha and a.auth_sha ~= '' and not redis.call('GET', B .. 'token:' .. a.auth_sha) then
@@ -73,6 +80,7 @@ if op == 'send' then
   redis.pcall('XGROUP', 'CREATE', OUT, 'senders', '0', 'MKSTREAM')
   local entry = redis.call('XADD', OUT, '*', 'job', job)
   redis.call('HSET', B .. 'faxout:' .. id, 'entry', entry) -- erase.lua withdraws it unsent
+  redis.call('ZADD', B .. 'faxout:open', now, id)
   history_add(ix.case_id, now, {'type', 'fax.queued', 'interaction', a.ix, 'fax', id, 'to', a.to,
                                 'document', a.document})
   return cjson.encode({id = id, case = ix.case_id, status = 'queued'})
@@ -81,11 +89,35 @@ end
 local function out_failed(id, why)
   local h = hash_to_table(redis.call('HGETALL', B .. 'faxout:' .. id))
   redis.call('HSET', B .. 'faxout:' .. id, 'status', 'failed', 'error', why, 'failed_at', now)
+  redis.call('ZREM', B .. 'faxout:open', id)
   if h.case then
     history_add(h.case, now, {'type', 'fax.send_failed', 'interaction', h.interaction or '',
                               'fax', id, 'to', h.to or '', 'error', why})
     emit(now, 'fax.send_failed', nil, {case = h.case, interaction = h.interaction, fax = id})
   end
+end
+
+if op == 'stuck' then
+  local open = B .. 'faxout:open'
+  local ids = redis.call('ZRANGEBYSCORE', open, '-inf', now - a.stuck_ms, 'LIMIT', 0, a.limit)
+  local flagged = {}
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', open, id)
+    local okey = B .. 'faxout:' .. id
+    local h = hash_to_table(redis.call('HGETALL', okey))
+    if h.case and h.status ~= 'delivered' and h.status ~= 'failed' then
+      redis.call('HSET', okey, 'stuck_at', now)
+      history_add(h.case, now, {'type', 'fax.stuck', 'interaction', h.interaction or '', 'fax', id,
+                                'to', h.to or '', 'status', h.status or '',
+                                'queued_at', h.created_at or '',
+                                'attempts', h.attempts or '0', 'error', h.last_error or ''})
+      emit(now, 'fax.stuck', nil, {case = h.case, interaction = h.interaction, fax = id,
+                                   status = h.status})
+      flagged[#flagged + 1] = id
+    end
+  end
+  if #flagged == 0 then return '[]' end
+  return cjson.encode(flagged)
 end
 
 if op == 'claim' then
@@ -147,6 +179,7 @@ if op == 'out_status' then
   local h = hash_to_table(redis.call('HGETALL', okey))
   if a.status == 'delivered' then
     redis.call('HSET', okey, 'status', 'delivered', 'delivered_at', now, 'pages', tostring(a.pages or ''))
+    redis.call('ZREM', B .. 'faxout:open', id)
     history_add(h.case, now, {'type', 'fax.delivered', 'interaction', h.interaction, 'fax', id,
                               'to', h.to, 'pages', tostring(a.pages or '')})
     emit(now, 'fax.delivered', nil, {case = h.case, interaction = h.interaction, fax = id})
@@ -154,6 +187,114 @@ if op == 'out_status' then
     out_failed(id, a.error or 'not delivered')
   end
   return cjson.encode({known = true, fax = id})
+end
+
+-- Move interaction ix (its hash as a table) to customer target, and to case target_case when
+-- given (else the customer's open case for policy, or the interaction's own new case handed
+-- over, or a new case). by: who decided (ocr, agent:<id>, admin); matched: on what. History
+-- on both cases: interaction.linked on the new one, <channel>.relinked on the old one.
+-- Returns new_case, new_cust, moved.
+local function relink(ix_id, ix, target, target_case, policy, by, matched)
+  local ikey = B .. 'ix:' .. ix_id
+  local chan = ix.channel or 'fax'
+  local old_case, old_cust = ix.case_id, ix.customer_id
+  local new_case, new_cust = old_case, old_cust
+  local moved = false
+  if not (target and (target ~= old_cust or (target_case and target_case ~= old_case))) then
+    return new_case, new_cust, moved
+  end
+  local okey = B .. 'case:' .. old_case
+  local oc = hash_to_table(redis.call('HGETALL', okey))
+  -- the case ingest opened for this very interaction (same instant, nothing else in it)
+  local own_case = oc.created_at == ix.created_at and oc.opened_by == chan
+  local tkey = B .. 'cust:' .. target
+  if target_case then
+    new_case = target_case
+  else
+    local p = policy or ''
+    local c = redis.call('HGET', tkey .. ':open', p)
+    if c and redis.call('HGET', B .. 'case:' .. c, 'status') == 'open' then new_case = c end
+    if new_case == old_case and own_case then
+      -- hand the interaction's own case over to the customer it belongs to
+      local op_ = oc.policy or ''
+      if redis.call('HGET', B .. 'cust:' .. old_cust .. ':open', op_) == old_case then
+        redis.call('HDEL', B .. 'cust:' .. old_cust .. ':open', op_)
+      end
+      redis.call('ZREM', B .. 'cust:' .. old_cust .. ':cases', old_case)
+      redis.call('HSET', okey, 'customer_id', target, 'policy', p)
+      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, old_case) end
+      redis.call('ZADD', tkey .. ':cases', now, old_case)
+      history_add(old_case, now, {'type', 'case.customer_changed', 'interaction', ix_id,
+                                  'from', old_cust, 'to', target, 'by', by, 'matched', matched})
+    elseif new_case == old_case then
+      -- the interaction had joined another case of the sender: a new case for the customer
+      new_case = 'C-' .. redis.call('INCR', B .. 'seq:case')
+      redis.call('HSET', B .. 'case:' .. new_case, 'id', new_case, 'customer_id', target,
+                 'policy', p, 'status', 'open', 'created_at', now, 'opened_by', chan)
+      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, new_case) end
+      redis.call('ZADD', tkey .. ':cases', now, new_case)
+      history_add(new_case, now, {'type', 'case.opened', 'interaction', ix_id, 'channel', chan})
+    end
+  end
+  new_cust = target
+  if new_case ~= old_case then
+    moved = true
+    history_add(old_case, now, {'type', chan .. '.relinked', 'interaction', ix_id, 'to_case', new_case,
+                                'by', by, 'matched', matched})
+    if own_case then
+      redis.call('HSET', okey, 'status', 'closed', 'closed_at', now, 'closed_reason',
+                 chan .. ' linked to ' .. new_case)
+      local op_ = oc.policy or ''
+      local owner = redis.call('HGET', okey, 'customer_id')
+      if redis.call('HGET', B .. 'cust:' .. owner .. ':open', op_) == old_case then
+        redis.call('HDEL', B .. 'cust:' .. owner .. ':open', op_)
+      end
+    end
+    history_add(new_case, now, {'type', 'interaction.linked', 'interaction', ix_id,
+                                'channel', chan, 'from_case', old_case, 'by', by,
+                                'matched', matched, 'summary', ix.subject or ''})
+  end
+  redis.call('HSET', B .. 'case:' .. new_case, 'updated_at', now, 'last_channel', chan)
+  redis.call('ZADD', tkey .. ':cases', 'GT', now, new_case)
+  redis.call('HSET', ikey, 'case_id', new_case, 'customer_id', new_cust, 'linked_by', by,
+             'linked_match', matched)
+  local seg = redis.call('HGET', tkey, 'segment')
+  if seg then redis.call('HSET', ikey, 'segment', seg) end
+  return new_case, new_cust, moved
+end
+
+if op == 'link' then
+  -- an agent's (or the admin's) correction: {ix, sha, case | customer}
+  local ix = hash_to_table(redis.call('HGETALL', B .. 'ix:' .. a.ix))
+  if not ix.id then return fail('ERR_NOT_FOUND', 'no interaction ' .. a.ix) end
+  local sha = a.sha or ''
+  if sha ~= '' and (not ix.agent or ix.agent == '' or
+                    redis.call('GET', B .. 'token:' .. sha) ~= ix.agent) then
+    return fail('ERR_FORBIDDEN', 'not your interaction')
+  end
+  local by = sha == '' and 'admin' or ('agent:' .. ix.agent)
+  local target, target_case, matched
+  if a.case then
+    local c = hash_to_table(redis.call('HGETALL', B .. 'case:' .. a.case))
+    if not c.id then return fail('ERR_NOT_FOUND', 'no case ' .. a.case) end
+    if c.status ~= 'open' then return fail('ERR_CONFLICT', a.case .. ' is ' .. tostring(c.status) .. ', not open') end
+    if a.case == ix.case_id then return fail('ERR_CONFLICT', a.ix .. ' is already in ' .. a.case) end
+    target, target_case, matched = resolve_customer(c.customer_id), a.case, 'case:' .. a.case
+  else
+    if redis.call('EXISTS', B .. 'cust:' .. a.customer) == 0 then
+      return fail('ERR_NOT_FOUND', 'no customer ' .. a.customer)
+    end
+    target, matched = resolve_customer(a.customer), 'customer:' .. a.customer
+    if target == ix.customer_id then
+      return fail('ERR_CONFLICT', a.ix .. ' is already with ' .. target)
+    end
+  end
+  local old_case = ix.case_id
+  local new_case, new_cust, moved = relink(a.ix, ix, target, target_case, nil, by, matched)
+  emit(now, 'interaction.linked', ix.agent ~= '' and ix.agent or nil,
+       {interaction = a.ix, case = new_case, from_case = old_case, customer = new_cust, by = by})
+  return cjson.encode({id = a.ix, case = new_case, customer = new_cust, from_case = old_case,
+                       moved = moved, by = by})
 end
 
 if op ~= 'ocr' then return fail('ERR_INVALID', 'op: unknown ' .. tostring(op)) end
@@ -196,68 +337,11 @@ if not target then
   end
 end
 
-local old_case, old_cust = ix.case_id, ix.customer_id
-local new_case, new_cust = old_case, old_cust
-local moved = false
-if target and (target ~= old_cust or (target_case and target_case ~= old_case)) then
-  local okey = B .. 'case:' .. old_case
-  local oc = hash_to_table(redis.call('HGETALL', okey))
-  -- the case ingest opened for this very fax (same instant, nothing else in it)
-  local own_case = oc.created_at == ix.created_at and oc.opened_by == 'fax'
-  local tkey = B .. 'cust:' .. target
-  if target_case then
-    new_case = target_case
-  else
-    local p = policy or ''
-    local c = redis.call('HGET', tkey .. ':open', p)
-    if c and redis.call('HGET', B .. 'case:' .. c, 'status') == 'open' then new_case = c end
-    if new_case == old_case and own_case then
-      -- hand the fax's own case over to the customer it belongs to
-      local op_ = oc.policy or ''
-      if redis.call('HGET', B .. 'cust:' .. old_cust .. ':open', op_) == old_case then
-        redis.call('HDEL', B .. 'cust:' .. old_cust .. ':open', op_)
-      end
-      redis.call('ZREM', B .. 'cust:' .. old_cust .. ':cases', old_case)
-      redis.call('HSET', okey, 'customer_id', target, 'policy', p)
-      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, old_case) end
-      redis.call('ZADD', tkey .. ':cases', now, old_case)
-      history_add(old_case, now, {'type', 'case.customer_changed', 'interaction', a.ix,
-                                  'from', old_cust, 'to', target, 'by', 'ocr', 'matched', matched})
-    elseif new_case == old_case then
-      -- the fax had joined another case of the sender: a new case for the named customer
-      new_case = 'C-' .. redis.call('INCR', B .. 'seq:case')
-      redis.call('HSET', B .. 'case:' .. new_case, 'id', new_case, 'customer_id', target,
-                 'policy', p, 'status', 'open', 'created_at', now, 'opened_by', 'fax')
-      if not redis.call('HGET', tkey .. ':open', p) then redis.call('HSET', tkey .. ':open', p, new_case) end
-      redis.call('ZADD', tkey .. ':cases', now, new_case)
-      history_add(new_case, now, {'type', 'case.opened', 'interaction', a.ix, 'channel', 'fax'})
-    end
-  end
-  new_cust = target
-  if new_case ~= old_case then
-    moved = true
-    history_add(old_case, now, {'type', 'fax.relinked', 'interaction', a.ix, 'to_case', new_case,
-                                'by', 'ocr', 'matched', matched})
-    if own_case then
-      redis.call('HSET', okey, 'status', 'closed', 'closed_at', now, 'closed_reason',
-                 'fax linked to ' .. new_case)
-      local op_ = oc.policy or ''
-      local owner = redis.call('HGET', okey, 'customer_id')
-      if redis.call('HGET', B .. 'cust:' .. owner .. ':open', op_) == old_case then
-        redis.call('HDEL', B .. 'cust:' .. owner .. ':open', op_)
-      end
-    end
-    history_add(new_case, now, {'type', 'interaction.linked', 'interaction', a.ix,
-                                'channel', 'fax', 'from_case', old_case, 'by', 'ocr',
-                                'matched', matched, 'summary', ix.subject or ''})
-  end
-  redis.call('HSET', B .. 'case:' .. new_case, 'updated_at', now, 'last_channel', 'fax')
-  redis.call('ZADD', tkey .. ':cases', 'GT', now, new_case)
-  redis.call('HSET', ikey, 'case_id', new_case, 'customer_id', new_cust, 'linked_by', 'ocr',
-             'linked_match', matched)
-  local seg = redis.call('HGET', tkey, 'segment')
-  if seg then redis.call('HSET', ikey, 'segment', seg) end
-end
+local new_case, new_cust, moved = relink(a.ix, ix, target, target_case, policy, 'ocr', matched)
+-- what was found and from where, kept on the interaction for the agent (the history entry
+-- stays on the case it was written to, even after the fax is moved by hand)
+redis.call('HSET', ikey, 'ocr_found', cjson.encode(found), 'ocr_source', 'ocr:page1',
+           'ocr_matched', matched or '')
 
 history_add(new_case, now, {'type', 'fax.ocr', 'interaction', a.ix, 'source', 'ocr:page1',
                             'found', cjson.encode(found), 'matched', matched or '',
@@ -265,7 +349,9 @@ history_add(new_case, now, {'type', 'fax.ocr', 'interaction', a.ix, 'source', 'o
                             'cpu_ms', tostring(a.cpu_ms or 0)})
 -- the live events stream is kept for days and read by every desktop: it names what kind of
 -- identifier matched, never its value (the case history has it, and erasure clears it there)
-emit(now, 'fax.ocr', nil, {interaction = a.ix, case = new_case, customer = new_cust,
+-- to the agent the fax is offered to or held by (their desktop shows the findings), and
+-- supervisors
+emit(now, 'fax.ocr', (ix.agent and ix.agent ~= '') and ix.agent or nil, {interaction = a.ix, case = new_case, customer = new_cust,
                            matched = matched and string.match(matched, '^[^:]+') or nil, moved = moved})
 return cjson.encode({case = new_case, customer = new_cust, matched = matched or '',
                      moved = moved, linked = target ~= nil})

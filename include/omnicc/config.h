@@ -224,6 +224,7 @@ struct config {
     int fax_media_link_ttl;
     char *fax_phaxio_api_base, *fax_phaxio_api_key, *fax_phaxio_api_secret_file;
     int fax_send_attempts, fax_claim_idle, fax_outbox_poll_ms, fax_send_concurrency;
+    int fax_stuck_after;
 
     struct queue_conf *queues[CONFIG_MAX_QUEUES];
     int n_queues;

@@ -336,6 +336,27 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       await agent.locator('#lightbox .lb-name', { hasText: 'page 2' }).waitFor({ timeout: WAIT });
       await shot(agent, 'desk-fax-page');
       await agent.click('#lightbox .lb-close');
+
+      // what OCR found on page 1 (nothing known on this claim form), and the agent's correction
+      const ocr = agent.locator('.fax-ocr');
+      await ocr.locator('.of-policy dd').waitFor({ timeout: 60000 });
+      assert.equal(await ocr.locator('.of-policy dd').textContent(), 'none');
+      assert.match(await ocr.locator('.ocr-source').textContent(), /OCR of page 1/);
+      assert.match(await ocr.locator('.ocr-link').textContent(), /Nothing found/);
+      const other = await api('POST', '/v1/interactions', {
+        channel: 'voice', external_id: 'desk-link-' + process.pid, from: '+34 600 999 001' });
+      await ocr.locator('.link-form input').fill(other.case_id);
+      await ocr.locator('.link-form button').click();
+      await ocr.locator('.ocr-link', { hasText: 'Linked to ' + other.case_id + ' by agent:bob, on case:' + other.case_id })
+        .waitFor({ timeout: WAIT });
+      const moved = await api('GET', '/v1/interactions/' + out.interaction);
+      assert.equal(moved.case_id, other.case_id);
+      assert.equal(moved.customer_id, other.customer_id);
+      await agent.locator('.timeline .tl-interaction_linked', { hasText: 'from ' + out.case }).waitFor({ timeout: WAIT });
+      // the findings stay with the fax after the move
+      assert.equal(await ocr.locator('.of-policy dd').textContent(), 'none');
+      assert.equal(await ocr.locator('.of-matched dd').textContent(), 'nothing known');
+      await shot(agent, 'desk-fax-linked');
     });
 
     await t.test('web chat: no email known, the visitor is told no transcript can be sent', async () => {

@@ -195,7 +195,7 @@ class FaxTest(unittest.TestCase):
                   'media_timeout = 10\nmax_pages = 20\nocr_workers = 2\n'
                   'outbound = phaxio\nphaxio_api_base = http://127.0.0.1:%d\n'
                   'phaxio_api_key = api-key-123\nphaxio_api_secret_file = %s\n'
-                  'claim_idle = 1\noutbox_poll_ms = 100\nsend_attempts = 3\n'
+                  'claim_idle = 1\noutbox_poll_ms = 100\nsend_attempts = 3\nstuck_after = 3\n'
                   % (token_file, PHAXIO_URL, base64.b64encode(pub).decode(), secret_file,
                      cls.api.port, api_secret))
         cls.redis = harness.RedisServer(cls.tmp)
@@ -589,6 +589,45 @@ class FaxTest(unittest.TestCase):
         time.sleep(1.5)
         self.assertEqual(len(self.api.requests), n1 + 1)
 
+    def test_outbound_fax_without_final_status_is_flagged_stuck_once(self):
+        doc = self.doc('one', [['Only page that arrived']])
+        st, got, _ = self.gateway([('gateway_id', 'stuck-' + self.fid()), ('from', '+34911000600')], doc)
+        self.assertEqual(st, 200, got)
+        iid, case = got['interaction'], got['case']
+        path = '/v1/interactions/%s/fax' % iid
+        # two faxes handed to the provider (200 with an id); only the second is delivered
+        ids = []
+        for to in ('+34911000601', '+34911000602'):
+            st, out, _ = self.d.post(path, {'to': to, 'document': got['document']})
+            self.assertEqual(st, 202, out)
+            ids.append(out['id'])
+        def sent():
+            return [h for h in self.history(case) if h['type'] == 'fax.sent']
+        harness.wait_for(lambda: len(sent()) == 2, 30, 'both faxes handed to the provider')
+        delivered = [h for h in sent() if h['fax'] == ids[1]][0]
+        fax = json.dumps({'id': int(delivered['provider_id']), 'direction': 'sent',
+                          'status': 'success', 'num_pages': 1})
+        st, cb, _ = self.phaxio([('fax', fax), ('direction', 'sent'), ('success', 'true')])
+        self.assertEqual((st, cb['known']), (200, True), cb)
+        self.assertEqual(self.redis.cli('ZSCORE', 'omnicc:{main}:faxout:open', ids[1]), '(nil)')
+
+        def stuck():
+            return [h for h in self.history(case) if h['type'] == 'fax.stuck']
+        harness.wait_for(stuck, 30, 'the undelivered fax flagged as stuck')
+        time.sleep(2.5)  # more sweeps (every second with stuck_after = 3): flagged once
+        flagged = stuck()
+        self.assertEqual([h['fax'] for h in flagged], [ids[0]], flagged)
+        self.assertEqual((flagged[0]['status'], flagged[0]['to']), ('sent', '+34911000601'))
+        self.assertTrue(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[0], 'stuck_at'))
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[1], 'stuck_at'), '(nil)')
+        self.assertEqual(self.redis.cli('ZSCORE', 'omnicc:{main}:faxout:open', ids[0]), '(nil)')
+        # a final status that comes late still lands
+        fax = json.dumps({'id': int([h for h in sent() if h['fax'] == ids[0]][0]['provider_id']),
+                          'direction': 'sent', 'status': 'success', 'num_pages': 1})
+        st, cb, _ = self.phaxio([('fax', fax), ('direction', 'sent'), ('success', 'true')])
+        self.assertEqual((st, cb['known']), (200, True), cb)
+        self.assertEqual(self.redis.cli('HGET', 'omnicc:{main}:faxout:' + ids[0], 'status'), 'delivered')
+
     # ---- OCR ----
 
     def wait_linked(self, iid, timeout=90):
@@ -626,6 +665,9 @@ class FaxTest(unittest.TestCase):
         self.assertTrue(ocr, hist)
         self.assertIn(policy, json.loads(ocr[-1]['found'])['policy'])
         self.assertEqual(ocr[-1]['source'], 'ocr:page1')
+        # kept on the interaction too, for the agent's desktop
+        self.assertIn(policy, json.loads(ix['ocr_found'])['policy'])
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', 'policy:' + policy))
         return ix
 
     def test_ocr_fine_resolution_joins_imported_customer(self):
@@ -633,6 +675,38 @@ class FaxTest(unittest.TestCase):
 
     def test_ocr_standard_resolution_joins_imported_customer(self):
         self.ocr_joins_customer('standard', 'PL-2024-005678', '600333444')
+
+    def test_pdf_fax_pages_rendered_and_cover_read_by_ocr(self):
+        # a fax that arrives as a PDF of scanned pages (tiff2pdf of a G3 fax, as fax servers
+        # and fax-to-email services send them): page images and OCR of page 1 as for a TIFF
+        import struct
+        policy, number = 'PL-2024-004466', '600444666'
+        cust = self.import_customer('H-' + policy, 'Eva Ruiz', policy, number)
+        src = os.path.join(self.tmp, 'pdf-cover-%s.tif' % self.fid())
+        with open(src, 'wb') as f:
+            f.write(fax_pages(self.tmp, [['FAX COVER SHEET', 'Policy number: ' + policy,
+                                          'Medical report attached'], ['Report, page two']]))
+        pdf_path = src[:-4] + '.pdf'
+        subprocess.run(['tiff2pdf', '-o', pdf_path, src], check=True)
+        with open(pdf_path, 'rb') as f:
+            pdf = f.read()
+        st, out, _ = self.gateway([('gateway_id', 'pdf-ocr-' + self.fid()), ('from', '+34955000001')],
+                                  pdf, filename='fax.pdf')
+        self.assertEqual((st, out.get('pages')), (200, 2), out)
+        base = '/v1/attachments/%s/pages/' % out['document']
+        for n in (1, 2):
+            st, png, hdrs = self.d.request('GET', base + '%d.png' % n, raw=True)
+            self.assertEqual((st, hdrs['content-type']), (200, 'image/png'), png[:200])
+            self.assertEqual(png[:8], b'\x89PNG\r\n\x1a\n')
+            w, h = struct.unpack('>II', png[16:24])
+            # the PDF page is the fax page (A4: 1728 x 2292 pixels at 204 x 196 dpi), drawn at 200 dpi
+            self.assertAlmostEqual(w, 1728 / 204 * 200, delta=3)
+            self.assertAlmostEqual(h, 2292 / 196 * 200, delta=3)
+        self.assertEqual(self.d.request('GET', base + '3.png', raw=True)[0], 404)
+        ix = self.wait_linked(out['interaction'])
+        self.assertIn('Medical', ix['ocr_text'])
+        self.assertEqual(ix['customer_id'], cust, ix.get('ocr_text'))
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', 'policy:' + policy))
 
     def test_ocr_case_token_joins_that_case(self):
         first = harness_ingest(self, '+34600555666')
@@ -646,6 +720,82 @@ class FaxTest(unittest.TestCase):
         self.assertIn('interaction.linked', types)
         st, old, _ = self.d.get('/v1/cases/' + out['case'])
         self.assertEqual(old['case']['status'], 'closed')
+
+
+    # ---- correcting the link: POST /v1/interactions/{id}/link ----
+
+    def link(self, iid, body, token=None):
+        headers = {'Authorization': 'Bearer ' + token} if token else None
+        st, out, _ = self.d.post('/v1/interactions/%s/link' % iid, body, headers=headers)
+        return st, out
+
+    def test_link_corrected_by_hand_moves_the_fax_with_history_on_both_cases(self):
+        a = harness_ingest(self, '+34600777001')
+        b = harness_ingest(self, '+34600777002')
+        doc = self.doc('nothing', [['FAX', 'Nothing on this page names anyone']])
+        st, out, _ = self.gateway([('gateway_id', 'link-' + self.fid()), ('from', '+34944000001')], doc)
+        self.assertEqual(st, 200, out)
+        iid, own_case = out['interaction'], out['case']
+        ix = self.wait_linked(iid)  # OCR done (found nothing known): it cannot race the link
+        self.assertEqual(ix['case_id'], own_case)
+        cust_before = ix['customer_id']
+
+        # bad input: clear 4xx, nothing changes
+        for body in ({}, {'case': a['case_id'], 'customer': a['customer_id']}, {'case': 'P-1'},
+                     {'customer': 'C-1'}, {'case': 7}, {'queue': 'x'}):
+            st, err = self.link(iid, body)
+            self.assertEqual(st, 400, (body, err))
+            self.assertEqual(err['error']['code'] if 'error' in err else err.get('code'),
+                             'invalid_field', err)
+        self.assertEqual(self.link('I-999999', {'case': a['case_id']})[0], 404)
+        self.assertEqual(self.link(iid, {'case': 'C-999999'})[0], 404)
+        self.assertEqual(self.link(iid, {'customer': 'P-999999'})[0], 404)
+        self.assertEqual(self.link(iid, {'case': own_case})[0], 409)
+        # an agent who does not hold the fax
+        st, ag, _ = self.d.post('/v1/agents', {'id': 'fax-linker', 'name': 'Linker', 'skills': {},
+                                               'capacity': {'fax': 1}})
+        self.assertIn(st, (200, 201), ag)
+        st, tok, _ = self.d.post('/v1/agents/fax-linker/tokens', None)
+        self.assertEqual(st, 201, tok)
+        st, err = self.link(iid, {'case': a['case_id']}, token=tok['token'])
+        self.assertEqual(st, 403, err)
+        ix = self.interaction(iid)
+        self.assertEqual((ix['case_id'], ix['customer_id']), (own_case, cust_before))
+        self.assertNotIn('interaction.linked', [h['type'] for h in self.history(a['case_id'])])
+
+        # to a case: the fax joins it; its own case is closed; both histories say so
+        st, res = self.link(iid, {'case': a['case_id']})
+        self.assertEqual(st, 200, res)
+        self.assertEqual((res['case'], res['customer'], res['from_case'], res['moved'], res['by']),
+                         (a['case_id'], a['customer_id'], own_case, True, 'admin'))
+        ix = self.interaction(iid)
+        self.assertEqual((ix['case_id'], ix['customer_id']), (a['case_id'], a['customer_id']))
+        self.assertEqual((ix['linked_by'], ix['linked_match']), ('admin', 'case:' + a['case_id']))
+        linked = [h for h in self.history(a['case_id']) if h['type'] == 'interaction.linked']
+        self.assertEqual(len(linked), 1, linked)
+        self.assertEqual((linked[0]['interaction'], linked[0]['from_case'], linked[0]['by']),
+                         (iid, own_case, 'admin'))
+        rel = [h for h in self.history(own_case) if h['type'] == 'fax.relinked']
+        self.assertEqual((len(rel), rel[0]['to_case'], rel[0]['by']), (1, a['case_id'], 'admin'), rel)
+        st, old, _ = self.d.get('/v1/cases/' + own_case)
+        self.assertEqual(old['case']['status'], 'closed')
+        # its old case is closed now: not a place to move to
+        self.assertEqual(self.link(iid, {'case': own_case})[0], 409)
+        self.assertEqual(self.link(iid, {'customer': a['customer_id']})[0], 409)
+
+        # to a customer: their open case
+        st, res = self.link(iid, {'customer': b['customer_id']})
+        self.assertEqual(st, 200, res)
+        self.assertEqual((res['case'], res['customer'], res['from_case']),
+                         (b['case_id'], b['customer_id'], a['case_id']))
+        self.assertIn('fax.relinked', [h['type'] for h in self.history(a['case_id'])])
+        self.assertIn('interaction.linked', [h['type'] for h in self.history(b['case_id'])])
+        st, still, _ = self.d.get('/v1/cases/' + a['case_id'])
+        self.assertEqual(still['case']['status'], 'open')  # not the fax's own case: kept open
+        # what OCR found is still on the fax
+        ix = self.interaction(iid)
+        self.assertEqual((ix['ocr_source'], ix['ocr_matched']), ('ocr:page1', ''))
+        self.assertFalse(json.loads(ix['ocr_found'])['policy'])  # found nothing ({} or [])
 
 
 @unittest.skipUnless(have_dovecot(), 'dovecot-imapd not installed')

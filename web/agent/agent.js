@@ -224,7 +224,9 @@
     case 'email.sent':
     case 'email.deferred':
     case 'email.failed':
-      // a reply's delivery state changed: the case history says which
+    case 'fax.ocr':
+    case 'interaction.linked':
+      // a reply's delivery state changed, or a fax was read or moved: the history says which
       if (it) {
         timelines.delete(it.id);
         loadTimeline(it);
@@ -339,6 +341,12 @@
       return 'email to ' + (e.to || '') + ' deferred, will retry' + (e.smtp ? ' (' + e.smtp + ')' : '');
     case 'email.failed':
       return 'email to ' + (e.to || '') + ' failed' + (e.smtp ? ': ' + e.smtp : '');
+    case 'fax.ocr':
+      return 'fax page 1 read by OCR' + (e.matched ? ': linked on ' + e.matched : ': nothing known found');
+    case 'interaction.linked':
+      return (e.channel || '') + ' moved here from ' + (e.from_case || '') + ' by ' + (e.by || '') + (e.matched ? ' (' + e.matched + ')' : '');
+    case 'fax.relinked':
+      return 'fax moved to ' + (e.to_case || '') + ' by ' + (e.by || '');
     case 'email.bounced':
       return 'email bounced' + (e.to ? ' (' + e.to + ')' : '');
     default:
@@ -492,6 +500,7 @@
     }
     if (!tl) return;
     if (ix.channel === 'email') fillEmail(box, it, tix);
+    if (ix.channel === 'fax') fillFaxOcr(box, it, tix);
     fillAttachments(box, tix);
     fillReplies(box, ix.case_id, Array.isArray(tl.timeline) ? tl.timeline : []);
   }
@@ -645,7 +654,7 @@
       ul.appendChild(li);
     }
     // a fax: each page as an image, made by the daemon from the document
-    if (doc && doc.type === 'tiff') {
+    if (doc && (doc.type === 'tiff' || doc.type === 'pdf')) {
       const pages = Math.min(Number(doc.pages) || 0, 50);
       const li = el('li', 'att att-pages');
       li.appendChild(el('div', 'att-info', pages + ' page' + (pages === 1 ? '' : 's')));
@@ -656,6 +665,59 @@
       li.appendChild(strip);
       ul.appendChild(li);
     }
+  }
+
+  /* A fax: what OCR found on its first page (kept on the interaction: ocr_found), what
+   * that matched and who linked it, and for the agent holding it a way to move it to the
+   * right case or customer (POST /v1/interactions/{id}/link). */
+  function fillFaxOcr(box, it, tix) {
+    const sec = box.querySelector('.fax-ocr');
+    sec.hidden = false;
+    // kept on the interaction by the OCR (the fax.ocr history entry stays on the case it was
+    // written to, which may no longer be this customer's after a move)
+    const ocr = tix.ocr_at ? tix : null;
+    box.querySelector('.ocr-pending').hidden = !!ocr;
+    const dl = box.querySelector('.ocr-found');
+    clear(dl);
+    box.querySelector('.ocr-source').textContent = ocr ? '(' + (ocr.ocr_source === 'ocr:page1' ? 'OCR of page 1' : ocr.ocr_source || '') + ')' : '';
+    if (ocr) {
+      const found = ocr.ocr_found && typeof ocr.ocr_found === 'object' ? ocr.ocr_found : {};
+      for (const [k, label] of [['policy', 'Policy numbers'], ['case', 'Case tokens'], ['phone', 'Phone numbers']]) {
+        const v = list(found[k]);
+        const row = el('div', 'of of-' + k);
+        row.appendChild(el('dt', null, label));
+        row.appendChild(el('dd', null, v.length ? v.join(', ') : 'none'));
+        dl.appendChild(row);
+      }
+      const row = el('div', 'of of-matched');
+      row.appendChild(el('dt', null, 'Matched'));
+      row.appendChild(el('dd', null, ocr.ocr_matched || 'nothing known'));
+      dl.appendChild(row);
+    }
+    const by = tix.linked_by || '';
+    const match = tix.linked_match || '';
+    box.querySelector('.ocr-link').textContent = by
+      ? 'Linked to ' + (tix.case_id || '') + ' by ' + (by === 'ocr' ? 'OCR' : by) + (match ? ', on ' + match : '')
+      : ocr ? 'Nothing found names a known customer or case: linked by the sender number.' : '';
+    const form = box.querySelector('.link-form');
+    form.hidden = it.state !== 'assigned' && it.state !== 'wrapup';
+    if (form.dataset.bound) return;
+    form.dataset.bound = '1';
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const v = form.elements.target.value.trim().toUpperCase();
+      const body = /^C-[0-9]+$/.test(v) ? { case: v } : /^P-[0-9]+$/.test(v) ? { customer: v } : null;
+      if (!body) {
+        alertError(new O.ApiError(400, 'invalid_field', 'a case (C-12) or a customer (P-34)'));
+        return;
+      }
+      act(async () => {
+        await O.api(S.token, 'POST', '/v1/interactions/' + it.id + '/link', body);
+        form.elements.target.value = '';
+        timelines.delete(it.id);
+        loadTimeline(it);
+      });
+    });
   }
 
   /* The case's outgoing emails, each with its latest delivery state. */
