@@ -383,7 +383,7 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
         int dlen = (int)(bar[5] - bar[0] - 1);
         char key[256];
         snprintf(key, sizeof(key), "%srpb:%lld", base, hour);
-        /* the day counters rdb:<day>:<dim> '<value>|<metric>' (agent '-' not kept) */
+        /* the day counters rdb:<day>:<dim> '<value>|<metric>' (branch, agent '-' not kept) */
         static const char *const dims[5] = {"channel", "queue", "segment", "branch", "agent"};
         if (hour != k->memo_hour || !k->memo_set) {
             k->memo_hour = hour;
@@ -394,7 +394,8 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
         for (int d = 0; d < 5; d++)
             snprintf(dkey[d], sizeof(dkey[d]), "%srdb:%lld:%s", base, (long long)k->memo_day,
                      dims[d]);
-        bool no_agent = bar[5] - bar[4] == 2 && bar[4][1] == '-';
+        bool none[5] = {false, false, false, bar[4] - bar[3] == 2 && bar[3][1] == '-',
+                        bar[5] - bar[4] == 2 && bar[4][1] == '-'};
         const char *m = bar[5] + 1;
         long long before = *queued;
         while (m < le) {
@@ -414,7 +415,7 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
             free(field);
             (*queued)++;
             for (int d = 0; d < 5; d++) {
-                if (d == 4 && no_agent)
+                if (none[d])
                     continue;
                 const char *v0 = bar[d] + 1;
                 char *df = xasprintf("%.*s|%.*s", (int)(bar[d + 1] - v0), v0, (int)(colon - m), m);

@@ -441,8 +441,8 @@ end
 -- dimension, rd:<day>:<dim> (dim = channel|queue|segment|branch|agent), field
 -- '<value>|<metric>', which daily and weekly reports read instead of the hours. <day> is
 -- the UTC hour the local day starts in; the daemon keeps the map hour -> day in the hash
--- 'rdays' (field <hour>), so no time zone arithmetic runs here. Agent '-' (no agent) is not
--- kept per day: a report derives it as the total minus the agents.
+-- 'rdays' (field <hour>), so no time zone arithmetic runs here. Agent and branch '-' (none)
+-- are not kept per day: a report derives them as the total minus the agents (branches).
 local rd_cache = {}
 local function rp_day(hour)
   local d = rd_cache[hour]
@@ -473,7 +473,7 @@ local function rollup(ix, now, m, agent, dims)
       redis.call('HINCRBY', dk .. 'channel', dc .. '|' .. k, v)
       redis.call('HINCRBY', dk .. 'queue', dq .. '|' .. k, v)
       redis.call('HINCRBY', dk .. 'segment', ds .. '|' .. k, v)
-      redis.call('HINCRBY', dk .. 'branch', db .. '|' .. k, v)
+      if db ~= '-' then redis.call('HINCRBY', dk .. 'branch', db .. '|' .. k, v) end
       if da ~= '-' then redis.call('HINCRBY', dk .. 'agent', da .. '|' .. k, v) end
     end
   end

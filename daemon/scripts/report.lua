@@ -42,7 +42,7 @@ local function read_hours(g, t, h0, h1)
   return true
 end
 -- one day from its counters: the totals from the channel hash (every figure has a channel);
--- by agent, the agent '-' (none) is the total minus the agents
+-- by agent or branch, '-' (none, not kept per day) is the total minus the named ones
 local function read_day(g, t, day)
   local pre = B .. 'rd:' .. day .. ':'
   local flat = redis.call('HGETALL', pre .. 'channel')
@@ -71,10 +71,12 @@ local function read_day(g, t, day)
         local gv = g[v]
         if not gv then gv = {}; g[v] = gv end
         gv[m] = (gv[m] or 0) + n
-        if pos == 5 then td[m] = td[m] - n end
+        if pos >= 4 then td[m] = td[m] - n end
       end
     end
-    if pos == 5 and next(td) then
+    local any = false
+    for _, n in pairs(td) do if n ~= 0 then any = true end end
+    if pos >= 4 and any then
       local gv = g['-']
       if not gv then gv = {}; g['-'] = gv end
       for m, n in pairs(td) do gv[m] = (gv[m] or 0) + n end
