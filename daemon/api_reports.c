@@ -17,7 +17,7 @@
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
-#define HOURS_PER_SCRIPT 800
+#define HOURS_PER_SCRIPT 800 /* hashes read per script call: hours, or whole days */
 
 int analytics_set_timezone(const struct config *cfg, char **err)
 {
@@ -460,11 +460,21 @@ static void service_report(struct http_req *r)
         json_array_append_new(job->totals, json_object());
     }
     job->outstanding = 1;
+    /* the reads of each period: its days when it is whole local days (day counters), else
+     * its hours; a script call reads at most ~HOURS_PER_SCRIPT hashes */
+    int64_t *reads = xcalloc((size_t)n, sizeof(*reads));
+    bool *whole = xcalloc((size_t)n, sizeof(*whole));
+    for (int p = 0; p < n; p++) {
+        int64_t s0 = job->bounds[p], s1 = job->bounds[p + 1];
+        whole[p] = strcmp(interval, "hour") != 0 && analytics_day_start(s0) == s0 &&
+                   analytics_day_start(s1) == s1;
+        reads[p] = whole[p] ? (s1 - s0 + 23) / 24 : s1 - s0;
+    }
     int chunks = 0; /* the field budget is shared among the script calls */
     for (int p = 0; p < n; chunks++) {
         int q = p + 1;
-        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
-            q++;
+        for (int64_t nr = reads[p]; q < n && nr + reads[q] <= HOURS_PER_SCRIPT; q++)
+            nr += reads[q];
         p = q;
     }
     char budget[24];
@@ -472,8 +482,8 @@ static void service_report(struct http_req *r)
              cfg->analytics_report_max_fields / (chunks ? chunks : 1) + 1);
     for (int p = 0; p < n;) {
         int q = p + 1;
-        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
-            q++;
+        for (int64_t nr = reads[p]; q < n && nr + reads[q] <= HOURS_PER_SCRIPT; q++)
+            nr += reads[q];
         json_t *b = json_array();
         for (int i = p; i <= q; i++)
             json_array_append_new(b, json_integer(job->bounds[i]));
@@ -484,8 +494,7 @@ static void service_report(struct http_req *r)
         for (int i = p; i < q; i++) {
             json_t *ds = json_array();
             int64_t s0 = job->bounds[i], s1 = job->bounds[i + 1];
-            if (strcmp(interval, "hour") != 0 && analytics_day_start(s0) == s0 &&
-                analytics_day_start(s1) == s1)
+            if (whole[i])
                 for (int64_t d = s0; d < s1; d = next_boundary(d, "day"))
                     json_array_append_new(ds, json_integer(d));
             json_array_append_new(pd, ds);
@@ -508,6 +517,8 @@ static void service_report(struct http_req *r)
         free(days);
         p = q;
     }
+    free(reads);
+    free(whole);
     char *detail = xasprintf("{\"from\":%lld,\"to\":%lld,\"group_by\":\"%s\"}",
                              (long long)from_ms, (long long)to_ms, dim);
     analytics_audit(r, "report.service", "", detail);
