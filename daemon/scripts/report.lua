@@ -71,7 +71,7 @@ local function read_day(g, t, day)
         local gv = g[v]
         if not gv then gv = {}; g[v] = gv end
         gv[m] = (gv[m] or 0) + n
-        if pos >= 4 then td[m] = td[m] - n end
+        if pos >= 4 then td[m] = (td[m] or 0) - n end
       end
     end
     local any = false

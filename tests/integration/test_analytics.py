@@ -559,6 +559,33 @@ class PeriodTest(Reports, harness.TestCase):
         self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
 
 
+    def test_day_counters_only_in_their_zone_and_from_their_first_day(self):
+        # a whole local day is read from rd:<day>:<dim> when 'rdays' is of the report's zone
+        # and the day is not before its 'from'; otherwise from the hour hashes
+        day = utc_hour(2026, 2, 9, 23)  # 2026-02-10 00:00 in Madrid (CET)
+        self.put(day + 5, 'fax', offered=4)
+        self.redis.cli('HSET', BASE + 'rd:%d:channel' % day, 'fax|offered', 40)
+        self.redis.cli('HSET', BASE + 'rd:%d:agent' % day, 'A-1|answered', 30)
+        q = 'from=2026-02-10&to=2026-02-11&interval=day'
+        try:
+            self.redis.cli('HSET', BASE + 'rdays', 'from', 0)
+            self.assertEqual(self.report(q)['total']['offered'], 40)
+            ag = self.report(q + '&group_by=agent')
+            self.assertEqual({g['key']: (g['offered'], g['answered']) for g in ag['groups']},
+                             {'-': (40, -30), 'A-1': (0, 30)})  # '-' is total minus agents
+            self.assertEqual(self.report(q.replace('day', 'hour'))['total']['offered'], 4)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Lisbon')
+            self.assertEqual(self.report(q)['total']['offered'], 4)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', day + 24)
+            self.assertEqual(self.report(q)['total']['offered'], 4)
+            # a partial day is read from the hours
+            self.assertEqual(self.report('from=2026-02-10T01:00&to=2026-02-11&interval=day')
+                             ['total']['offered'], 4)
+        finally:
+            self.redis.cli('DEL', BASE + 'rd:%d:channel' % day, BASE + 'rd:%d:agent' % day)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', 1e15)
+
+
 class HalfHourZoneTest(Reports, harness.TestCase):
     """A zone with a non-whole-hour offset (India, +05:30): days of 24 UTC hours each, each
     starting on the UTC hour that holds local midnight (23:30 local)."""
