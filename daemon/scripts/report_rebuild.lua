@@ -1,6 +1,7 @@
 -- report_rebuild.lua: `omniccd reports rebuild --from-export` (docs/ANALYTICS.md).
 -- Recomputes the hour counters rp:* (and clears the day counters rd:*) from the facts of
--- the export stream 'xs' (written by rollup() next to the counters, from the same deltas). Bounded steps, called in a loop by the daemon:
+-- the export stream 'xs' (written by rollup() next to the counters, from the same deltas).
+-- Bounded steps, called in a loop by the daemon:
 --   ARGV[1] = 'clear', ARGV[2] = SCAN cursor  -> deletes up to 1000 rp:* keys; {next cursor, n}
 --   ARGV[1] = 'replay', ARGV[2] = stream id   -> applies up to 2000 facts after it; {last id, n}
 -- Stop ingest while it runs: facts written between the clear and the replay are counted
