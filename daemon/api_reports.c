@@ -13,10 +13,11 @@
 #include "omnicc/analytics.h"
 #include "omnicc/api.h"
 #include "omnicc/config.h"
+#include "omnicc/log.h"
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
-#define HOURS_PER_SCRIPT 800
+#define HOURS_PER_SCRIPT 800 /* hashes read per script call: hours, or whole days */
 
 int analytics_set_timezone(const struct config *cfg, char **err)
 {
@@ -122,6 +123,69 @@ static int64_t next_boundary(int64_t h, const char *interval)
     time_t nt = mktime(&n);
     int64_t nh = (int64_t)nt / 3600; /* zones with non-whole-hour offsets: hour floor */
     return nh > h ? nh : h + 1;
+}
+
+int64_t analytics_day_start(int64_t h)
+{
+    time_t t = (time_t)h * 3600 + 3599;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    struct tm n = {0};
+    n.tm_year = tm.tm_year;
+    n.tm_mon = tm.tm_mon;
+    n.tm_mday = tm.tm_mday;
+    n.tm_isdst = -1;
+    int64_t d = (int64_t)mktime(&n) / 3600; /* as next_boundary() of the day before */
+    return d <= h ? d : h;
+}
+
+#define DAYS_BACK (45 * 24)
+#define DAYS_AHEAD (48)
+
+json_t *analytics_days_document(const struct config *cfg)
+{
+    int64_t now_h = now_ms() / 3600000, today = analytics_day_start(now_h);
+    json_t *map = json_array();
+    for (int64_t h = now_h - DAYS_BACK; h <= now_h + DAYS_AHEAD; h++) {
+        json_array_append_new(map, json_integer(h));
+        json_array_append_new(map, json_integer(analytics_day_start(h)));
+    }
+    return json_pack("{s:s,s:I,s:I,s:I,s:o}", "zone",
+                     cfg && cfg->analytics_timezone ? cfg->analytics_timezone : "UTC", "today",
+                     (json_int_t)today, "tomorrow", (json_int_t)next_boundary(now_h, "day"),
+                     "now_hour", (json_int_t)now_h, "map", map);
+}
+
+static void days_written(const redisReply *reply, const char *err, void *arg)
+{
+    (void)reply;
+    (void)arg;
+    if (err)
+        log_warn("reports: extending the day map 'rdays': %s", err);
+}
+
+void analytics_days_tick(void)
+{
+    static int64_t done_h;
+    int64_t now_h = now_ms() / 3600000;
+    if (now_h == done_h || !store_ready())
+        return;
+    int n = 2 + 2 * (DAYS_AHEAD + 1);
+    const char **argv = xcalloc((size_t)n, sizeof(*argv));
+    char **own = xcalloc((size_t)n, sizeof(*own));
+    argv[0] = "HSET";
+    argv[1] = own[1] = xasprintf("%srdays", store_key_base());
+    for (int i = 0; i <= DAYS_AHEAD; i++) {
+        argv[2 + 2 * i] = own[2 + 2 * i] = xasprintf("%lld", (long long)(now_h + i));
+        argv[3 + 2 * i] = own[3 + 2 * i] =
+            xasprintf("%lld", (long long)analytics_day_start(now_h + i));
+    }
+    if (store_command(n, argv, NULL, days_written, NULL) == 0)
+        done_h = now_h;
+    for (int i = 0; i < n; i++)
+        free(own[i]);
+    free(own);
+    free(argv);
 }
 
 static const char *const METRICS[] = {"offered", "answered", "abandoned", "answered_in_sla",
@@ -396,11 +460,21 @@ static void service_report(struct http_req *r)
         json_array_append_new(job->totals, json_object());
     }
     job->outstanding = 1;
+    /* the reads of each period: its days when it is whole local days (day counters), else
+     * its hours; a script call reads at most ~HOURS_PER_SCRIPT hashes */
+    int64_t *reads = xcalloc((size_t)n, sizeof(*reads));
+    bool *whole = xcalloc((size_t)n, sizeof(*whole));
+    for (int p = 0; p < n; p++) {
+        int64_t s0 = job->bounds[p], s1 = job->bounds[p + 1];
+        whole[p] = strcmp(interval, "hour") != 0 && analytics_day_start(s0) == s0 &&
+                   analytics_day_start(s1) == s1;
+        reads[p] = whole[p] ? (s1 - s0 + 23) / 24 : s1 - s0;
+    }
     int chunks = 0; /* the field budget is shared among the script calls */
     for (int p = 0; p < n; chunks++) {
         int q = p + 1;
-        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
-            q++;
+        for (int64_t nr = reads[p]; q < n && nr + reads[q] <= HOURS_PER_SCRIPT; q++)
+            nr += reads[q];
         p = q;
     }
     char budget[24];
@@ -408,27 +482,43 @@ static void service_report(struct http_req *r)
              cfg->analytics_report_max_fields / (chunks ? chunks : 1) + 1);
     for (int p = 0; p < n;) {
         int q = p + 1;
-        while (q < n && job->bounds[q + 1] - job->bounds[p] <= HOURS_PER_SCRIPT)
-            q++;
+        for (int64_t nr = reads[p]; q < n && nr + reads[q] <= HOURS_PER_SCRIPT; q++)
+            nr += reads[q];
         json_t *b = json_array();
         for (int i = p; i <= q; i++)
             json_array_append_new(b, json_integer(job->bounds[i]));
         char *text = json_dumps(b, JSON_COMPACT);
         json_decref(b);
+        /* the local days of each whole-day period (day, week), read from the day counters */
+        json_t *pd = json_array();
+        for (int i = p; i < q; i++) {
+            json_t *ds = json_array();
+            int64_t s0 = job->bounds[i], s1 = job->bounds[i + 1];
+            if (whole[i])
+                for (int64_t d = s0; d < s1; d = next_boundary(d, "day"))
+                    json_array_append_new(ds, json_integer(d));
+            json_array_append_new(pd, ds);
+        }
+        char *days = json_dumps(pd, JSON_COMPACT);
+        json_decref(pd);
         struct chunk_ref *ref = xcalloc(1, sizeof(*ref));
         ref->job = job;
         ref->first = p;
-        const char *argv[3] = {dim, text, budget};
+        const char *argv[5] = {dim, text, budget, days,
+                               cfg->analytics_timezone ? cfg->analytics_timezone : "UTC"};
         job->outstanding++;
-        if (store_script(SCRIPT_REPORT, 3, argv, NULL, chunk_done, ref) < 0) {
+        if (store_script(SCRIPT_REPORT, 5, argv, NULL, chunk_done, ref) < 0) {
             job->outstanding--;
             free(ref);
             if (!job->error)
                 job->error = xstrdup("unavailable");
         }
         free(text);
+        free(days);
         p = q;
     }
+    free(reads);
+    free(whole);
     char *detail = xasprintf("{\"from\":%lld,\"to\":%lld,\"group_by\":\"%s\"}",
                              (long long)from_ms, (long long)to_ms, dim);
     analytics_audit(r, "report.service", "", detail);

@@ -336,6 +336,8 @@ struct rebuild_counts {
     long long histories, entries, facts, cleared;
     int64_t *hours;
     size_t n_hours, cap_hours;
+    int64_t memo_hour, memo_day; /* analytics_day_start() of the last fact's hour */
+    int memo_set;
 };
 
 static void hour_seen(struct rebuild_counts *k, int64_t h)
@@ -381,6 +383,19 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
         int dlen = (int)(bar[5] - bar[0] - 1);
         char key[256];
         snprintf(key, sizeof(key), "%srpb:%lld", base, hour);
+        /* the day counters rdb:<day>:<dim> '<value>|<metric>' (branch, agent '-' not kept) */
+        static const char *const dims[5] = {"channel", "queue", "segment", "branch", "agent"};
+        if (hour != k->memo_hour || !k->memo_set) {
+            k->memo_hour = hour;
+            k->memo_day = analytics_day_start(hour);
+            k->memo_set = 1;
+        }
+        char dkey[5][256];
+        for (int d = 0; d < 5; d++)
+            snprintf(dkey[d], sizeof(dkey[d]), "%srdb:%lld:%s", base, (long long)k->memo_day,
+                     dims[d]);
+        bool none[5] = {false, false, false, bar[4] - bar[3] == 2 && bar[3][1] == '-',
+                        bar[5] - bar[4] == 2 && bar[4][1] == '-'};
         const char *m = bar[5] + 1;
         long long before = *queued;
         while (m < le) {
@@ -399,6 +414,16 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
             redisAppendCommandArgv(rc, 4, av, NULL);
             free(field);
             (*queued)++;
+            for (int d = 0; d < 5; d++) {
+                if (none[d])
+                    continue;
+                const char *v0 = bar[d] + 1;
+                char *df = xasprintf("%.*s|%.*s", (int)(bar[d + 1] - v0), v0, (int)(colon - m), m);
+                const char *dv[4] = {"HINCRBY", dkey[d], df, num};
+                redisAppendCommandArgv(rc, 4, dv, NULL);
+                free(df);
+                (*queued)++;
+            }
             m = e;
         }
         k->facts++;
@@ -471,6 +496,11 @@ static int rebuild_from_histories(const struct config *cfg)
         goto out;
     strv_free(&keys);
     free(pat);
+    pat = xasprintf("%srdb:*", base);
+    if (scan_keys(rc, pat, NULL, &keys) < 0 || delete_keys(rc, &keys) < 0)
+        goto out;
+    strv_free(&keys);
+    free(pat);
     pat = xasprintf("%scase:*:hist", base);
     if (scan_keys(rc, pat, "stream", &keys) < 0)
         goto out;
@@ -498,9 +528,38 @@ static int rebuild_from_histories(const struct config *cfg)
     }
     if (drain(rc, (long long)renames, "RENAME") < 0)
         goto out;
+    /* the day counters: the same swap, then the map hour -> day of every hour counted, in
+     * this zone, complete from the first day on ('from' 0) */
+    strv_free(&keys);
+    free(pat);
+    pat = xasprintf("%srd:*", base);
+    if (scan_keys(rc, pat, NULL, &keys) < 0 || delete_keys(rc, &keys) < 0)
+        goto out;
+    strv_free(&keys);
+    free(pat);
+    pat = xasprintf("%srdb:*", base);
+    if (scan_keys(rc, pat, NULL, &keys) < 0)
+        goto out;
+    size_t blen = strlen(base);
+    for (size_t i = 0; i < keys.n; i++)
+        redisAppendCommand(rc, "RENAME %s %srd:%s", keys.v[i], base, keys.v[i] + blen + 4);
+    if (drain(rc, (long long)keys.n, "RENAME") < 0)
+        goto out;
+    size_t day_keys = keys.n, mapped = 0;
+    for (size_t i = 0; i < k.n_hours; i++) {
+        if (i && k.hours[i] == k.hours[i - 1])
+            continue;
+        redisAppendCommand(rc, "HSET %srdays %lld %lld", base, (long long)k.hours[i],
+                           (long long)analytics_day_start(k.hours[i]));
+        mapped++;
+    }
+    redisAppendCommand(rc, "HSET %srdays zone %s from 0", base,
+                       cfg->analytics_timezone ? cfg->analytics_timezone : "UTC");
+    if (drain(rc, (long long)mapped + 1, "HSET") < 0)
+        goto out;
     printf("{\"histories\":%lld,\"entries\":%lld,\"facts\":%lld,\"hours\":%zu,"
-           "\"cleared_keys\":%lld}\n",
-           k.histories, k.entries, k.facts, renames, k.cleared);
+           "\"day_keys\":%zu,\"cleared_keys\":%lld}\n",
+           k.histories, k.entries, k.facts, renames, day_keys, k.cleared);
     rv = 0;
 out:
     strv_free(&keys);

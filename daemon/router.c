@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "omnicc/analytics.h"
 #include "omnicc/config.h"
 #include "omnicc/interaction.h"
 #include "omnicc/log.h"
@@ -298,6 +299,7 @@ char *router_sync_document(void)
             snprintf(ret_list + strlen(ret_list), sizeof(ret_list) - strlen(ret_list), "%s%s",
                      ret_list[0] ? " " : "", ret_ch[i]);
     json_object_set_new(rconf, "retention_channels", json_string(ret_list));
+    json_object_set_new(doc, "days", analytics_days_document(cfg));
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     return text;
@@ -347,6 +349,7 @@ static void sweep_done(const redisReply *reply, const char *err, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     rt.armed_for = 0;
+    analytics_days_tick(); /* the local-day map of the report counters, once an hour */
     if (rt.running) {
         arm(-1);
         return;

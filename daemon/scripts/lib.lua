@@ -555,16 +555,45 @@ local function rp_dims(ix, agent)
          (ix.segment or 'standard') .. '|' .. br .. '|' .. ((agent and agent ~= '') and agent or '-')
 end
 
+-- Besides the hour hash, one small hash per local day (of [analytics] timezone) and
+-- dimension, rd:<day>:<dim> (dim = channel|queue|segment|branch|agent), field
+-- '<value>|<metric>', which daily and weekly reports read instead of the hours. <day> is
+-- the UTC hour the local day starts in; the daemon keeps the map hour -> day in the hash
+-- 'rdays' (field <hour>), so no time zone arithmetic runs here. Agent and branch '-' (none)
+-- are not kept per day: a report derives them as the total minus the agents (branches).
+local rd_cache = {}
+local function rp_day(hour)
+  local d = rd_cache[hour]
+  if d == nil then
+    d = redis.call('HGET', B .. 'rdays', hour) or false
+    rd_cache[hour] = d
+  end
+  return d
+end
+
 local function rollup(ix, now, m, agent, dims)
   if not analytics_conf().rollups or not ix or not ix.id then return end
   local hour = math.floor((tonumber(ix.created_at) or now) / 3600000)
   dims = dims or rp_dims(ix, agent)
   local key = B .. 'rp:' .. hour
+  local day = rp_day(hour)
+  local dc, dq, ds, db, da, dk
+  if day then
+    dc, dq, ds, db, da = string.match(dims, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+    dk = B .. 'rd:' .. day .. ':'
+  end
   local ms = {}
   for k, v in pairs(m) do
     v = math.floor(v)
     ms[#ms + 1] = k .. ':' .. v
     redis.call('HINCRBY', key, dims .. '|' .. k, v)
+    if dc then
+      redis.call('HINCRBY', dk .. 'channel', dc .. '|' .. k, v)
+      redis.call('HINCRBY', dk .. 'queue', dq .. '|' .. k, v)
+      redis.call('HINCRBY', dk .. 'segment', ds .. '|' .. k, v)
+      if db ~= '-' then redis.call('HINCRBY', dk .. 'branch', db .. '|' .. k, v) end
+      if da ~= '-' then redis.call('HINCRBY', dk .. 'agent', da .. '|' .. k, v) end
+    end
   end
   rp_pending[#rp_pending + 1] = hour .. '|' .. dims .. '|' .. table.concat(ms, ' ')
   redis.call('XADD', B .. 'xs', 'MAXLEN', '~', analytics_conf().maxlen, '*', 'at', tostring(now),

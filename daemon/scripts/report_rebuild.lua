@@ -1,13 +1,17 @@
--- report_rebuild.lua: `omniccd reports rebuild` (docs/ANALYTICS.md). Recomputes the hour
--- counters rp:* from the facts of the export stream 'xs' (written by rollup() next to the
--- counters, from the same deltas). Bounded steps, called in a loop by the daemon:
+-- report_rebuild.lua: `omniccd reports rebuild --from-export` (docs/ANALYTICS.md).
+-- Recomputes the hour counters rp:* (and clears the day counters rd:*) from the facts of
+-- the export stream 'xs' (written by rollup() next to the counters, from the same deltas).
+-- Bounded steps, called in a loop by the daemon:
 --   ARGV[1] = 'clear', ARGV[2] = SCAN cursor  -> deletes up to 1000 rp:* keys; {next cursor, n}
 --   ARGV[1] = 'replay', ARGV[2] = stream id   -> applies up to 2000 facts after it; {last id, n}
 -- Stop ingest while it runs: facts written between the clear and the replay are counted
 -- once either way, but counters changing during the clear are lost.
 local op, cur = ARGV[1], ARGV[2]
 if op == 'clear' then
-  local r = redis.call('SCAN', cur, 'MATCH', B .. 'rp:*', 'COUNT', 1000)
+  -- the day counters (rd:*) go too and are not replayed: until a `reports rebuild` from the
+  -- histories, every day is read from the hour hashes ('from' beyond any day)
+  if cur == '0' then redis.call('HSET', B .. 'rdays', 'from', '1e15') end
+  local r = redis.call('SCAN', cur, 'MATCH', B .. 'r[pd]:*', 'COUNT', 1000)
   for _, k in ipairs(r[2]) do redis.call('DEL', k) end
   return {r[1], #r[2]}
 elseif op == 'replay' then

@@ -12,4 +12,28 @@ for _, q in ipairs(c.queues) do
   for k, v in pairs(q) do redis.call('HSET', key, k, tostring(v)) end
   redis.call('SADD', B .. 'queues', q.name)
 end
+-- the local-day map of the report counters (docs/ANALYTICS.md, lib.lua rollup()): hash
+-- 'rdays', field <hour> -> the UTC hour its local day starts in; 'zone' the zone of the
+-- map; 'from' the first day whose day counters are complete (earlier days are read from the
+-- hour hashes). On a new zone (or the first run) the day counters count from tomorrow, or
+-- from today when no hour of today has been counted yet.
+if c.days then
+  local rk = B .. 'rdays'
+  local zone = redis.call('HGET', rk, 'zone')
+  if zone ~= c.days.zone then
+    local from = c.days.tomorrow
+    if not zone then
+      local keys = {}
+      for h = c.days.today, c.days.now_hour do keys[#keys + 1] = B .. 'rp:' .. h end
+      if redis.call('EXISTS', unpack(keys)) == 0 then from = c.days.today end
+    end
+    redis.call('HSET', rk, 'zone', c.days.zone, 'from', from)
+  end
+  local m = c.days.map
+  for i = 1, #m, 200 do
+    local args = {}
+    for j = i, math.min(i + 199, #m) do args[#args + 1] = m[j] end
+    redis.call('HSET', rk, unpack(args))
+  end
+end
 return #c.queues

@@ -23,6 +23,15 @@ int analytics_set_timezone(const struct config *cfg, char **err);
  * (absolute), or epoch milliseconds. 0 on success. */
 int analytics_parse_time(const char *s, int64_t *out_ms);
 
+/* Day counters (docs/ANALYTICS.md): the UTC hour the local day ([analytics] timezone) of
+ * UTC hour h starts in (an hour belongs to the day of its last second). */
+int64_t analytics_day_start(int64_t h);
+/* {zone, today, tomorrow, now_hour, map: [hour, day, ...]} for sync_config.lua: the map
+ * hour -> day from 45 days back to 2 days ahead (a new JSON object). */
+struct json_t *analytics_days_document(const struct config *cfg);
+/* From the router's timer: once an hour, extends the map 'rdays' 2 days ahead. */
+void analytics_days_tick(void);
+
 /* Append one entry to the append-only audit stream: action, the object, details (JSON
  * object text or NULL). The request's peer address and the actor are added. */
 void analytics_audit(struct http_req *r, const char *action, const char *object, const char *detail);

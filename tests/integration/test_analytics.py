@@ -73,9 +73,9 @@ class Reports(Floor):
         b = (now + datetime.timedelta(days=2)).strftime('%Y-%m-%d')
         return 'from=%s&to=%s&interval=%s&group_by=%s' % (a, b, interval, group_by)
 
-    def rollup_keys(self):
+    def rollup_keys(self, pattern='rp:*'):
         out = {}
-        for k in self.redis.raw('KEYS', BASE + 'rp:*'):
+        for k in self.redis.raw('KEYS', BASE + pattern):
             lines = self.redis.raw('HGETALL', k)
             out[k] = dict(zip(lines[0::2], lines[1::2]))
         return out
@@ -223,6 +223,26 @@ class LiveReportTest(Reports, harness.TestCase):
                 if rep['group_by'] != 'agent' or f not in ('offered', 'abandoned', 'new_cases',
                                                            'repeat_cases'):
                     self.assertEqual(sum(g[f] for g in rep['groups']), rep['total'][f], (rep['group_by'], f))
+
+    def test_day_counters_equal_the_hours(self):
+        # today's local day is read from the day counters rd:<day>:<dim> (counted from today:
+        # the map 'rdays' was made on a fresh database), the hour report from the hour hashes
+        self.assertEqual(self.redis.cli('HGET', BASE + 'rdays', 'zone'), 'Europe/Madrid')
+        now_hour = int(time.time()) // 3600
+        self.assertLessEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'from')), now_hour)
+        self.assertTrue(self.redis.cli('HGET', BASE + 'rdays', str(now_hour + 24)))  # ahead
+        days = self.rollup_keys('rd:*')
+        self.assertTrue(days)
+        # branch and agent '-' (none) are not kept per day: this run has no branch
+        self.assertEqual({k.rsplit(':', 1)[1] for k in days},
+                         {'channel', 'queue', 'segment', 'agent'})
+        for dim in ('channel', 'queue', 'segment', 'branch', 'agent'):
+            day = self.report(self.today_query(dim, 'day'))
+            hour = self.report(self.today_query(dim, 'hour'))
+            self.assertEqual(day['groups'], hour['groups'], dim)
+            self.assertEqual(day['total'], hour['total'], dim)
+            week = self.report(self.today_query(dim, 'week'))
+            self.assertEqual(week['groups'], hour['groups'], dim)
 
     def test_segment_is_the_one_at_the_time_of_contact(self):
         # H-3 was silver for its earlier contacts and standard for the last one
@@ -539,6 +559,33 @@ class PeriodTest(Reports, harness.TestCase):
         self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
 
 
+    def test_day_counters_only_in_their_zone_and_from_their_first_day(self):
+        # a whole local day is read from rd:<day>:<dim> when 'rdays' is of the report's zone
+        # and the day is not before its 'from'; otherwise from the hour hashes
+        day = utc_hour(2026, 2, 9, 23)  # 2026-02-10 00:00 in Madrid (CET)
+        self.put(day + 5, 'fax', offered=4)
+        self.redis.cli('HSET', BASE + 'rd:%d:channel' % day, 'fax|offered', 40)
+        self.redis.cli('HSET', BASE + 'rd:%d:agent' % day, 'A-1|answered', 30)
+        q = 'from=2026-02-10&to=2026-02-11&interval=day'
+        try:
+            self.redis.cli('HSET', BASE + 'rdays', 'from', 0)
+            self.assertEqual(self.report(q)['total']['offered'], 40)
+            ag = self.report(q + '&group_by=agent')
+            self.assertEqual({g['key']: (g['offered'], g['answered']) for g in ag['groups']},
+                             {'-': (40, -30), 'A-1': (0, 30)})  # '-' is total minus agents
+            self.assertEqual(self.report(q.replace('day', 'hour'))['total']['offered'], 4)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Lisbon')
+            self.assertEqual(self.report(q)['total']['offered'], 4)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', day + 24)
+            self.assertEqual(self.report(q)['total']['offered'], 4)
+            # a partial day is read from the hours
+            self.assertEqual(self.report('from=2026-02-10T01:00&to=2026-02-11&interval=day')
+                             ['total']['offered'], 4)
+        finally:
+            self.redis.cli('DEL', BASE + 'rd:%d:channel' % day, BASE + 'rd:%d:agent' % day)
+            self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', 1e15)
+
+
 class HalfHourZoneTest(Reports, harness.TestCase):
     """A zone with a non-whole-hour offset (India, +05:30): days of 24 UTC hours each, each
     starting on the UTC hour that holds local midnight (23:30 local)."""
@@ -690,6 +737,8 @@ allowed_origins = https://www.insurer.example
             time.sleep(0.2)
         self.assertFalse([s for s in states if s in ('queued', 'offered', 'wrapup')], states)
         live = self.rollup_keys()
+        live_days = self.rollup_keys('rd:*')
+        self.assertTrue(live_days)
         seen = {}
         for fields in live.values():
             for f, v in fields.items():
@@ -707,9 +756,17 @@ allowed_origins = https://www.insurer.example
         self.redis.cli('HSET', k, 'voice|default|standard|-|-|offered', 99)
         self.redis.cli('DEL', sorted(live)[-1])
         self.redis.cli('HSET', BASE + 'rp:1', 'voice|default|standard|-|-|offered', 1)
+        d = sorted(live_days)[0]
+        self.redis.cli('HINCRBY', d, sorted(live_days[d])[0], 7)
+        self.redis.cli('DEL', sorted(live_days)[-1])
+        self.redis.cli('HSET', BASE + 'rd:1:channel', 'voice|offered', 1)
         self.assertNotEqual(self.rollup_keys(), live)
+        self.assertNotEqual(self.rollup_keys('rd:*'), live_days)
         out = json.loads(self.cli('reports', 'rebuild'))
         self.assertEqual(self.rollup_keys(), live)
+        self.assertEqual(self.rollup_keys('rd:*'), live_days)
+        self.assertEqual(out['day_keys'], len(live_days))
+        self.assertEqual(self.redis.cli('HGET', BASE + 'rdays', 'from'), '0')
         cases = [k for k in self.redis.raw('KEYS', BASE + 'case:*:hist') if k]
         self.assertEqual(out['histories'], len(cases))
         self.assertEqual(out['hours'], len(live))
@@ -717,6 +774,7 @@ allowed_origins = https://www.insurer.example
         # the same again on rebuilt counters: nothing changes
         json.loads(self.cli('reports', 'rebuild'))
         self.assertEqual(self.rollup_keys(), live)
+        self.assertEqual(self.rollup_keys('rd:*'), live_days)
 
     def cli(self, *args):
         out = subprocess.run([harness.OMNICCD, '-c', self.d.config_path] + list(args),
