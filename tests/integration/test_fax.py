@@ -90,7 +90,30 @@ def fax_pages(tmp, pages, resolution='fine'):
         return f.read()
 
 
-class MediaServer:
+class LocalServer:
+    """A stand-in HTTP server on a free loopback port; subclasses give the handler class."""
+
+    def serve(self, handler):
+        handler.log_message = lambda *args: None
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def answer(handler, code, body, ctype):
+    """One whole HTTP answer from a BaseHTTPRequestHandler."""
+    handler.send_response(code)
+    handler.send_header('Content-Type', ctype)
+    handler.send_header('Content-Length', str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+class MediaServer(LocalServer):
     """Telnyx's media storage: GET /media/<name> answers what the test set for the name:
     bytes (200), an expired link (403), or a number of 500s before the bytes."""
 
@@ -111,28 +134,15 @@ class MediaServer:
                     code, body = 200, outer.docs[name]
                 else:
                     code, body = 404, b'no such media'
-                self.send_response(code)
-                self.send_header('Content-Type', 'image/tiff' if code == 200 else 'text/plain')
-                self.send_header('Content-Length', str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, code, body, 'image/tiff' if code == 200 else 'text/plain')
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.serve(Handler)
 
     def url(self, name):
         return 'http://127.0.0.1:%d/media/%s' % (self.port, name)
 
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
-
-class FakePhaxioAPI:
+class FakePhaxioAPI(LocalServer):
     """Phaxio's REST API for sending (POST /v2.1/faxes): records each request; answers what
     the test queued in self.answers (status, JSON), else 200 with a new fax id."""
 
@@ -153,23 +163,9 @@ class FakePhaxioAPI:
                     outer.next_id += 1
                     code, out = 200, {'success': True, 'message': 'Fax queued for sending',
                                       'data': {'id': outer.next_id}}
-                data = json.dumps(out).encode()
-                self.send_response(code)
-                self.send_header('Content-Type', 'application/json')
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer(self, code, json.dumps(out).encode(), 'application/json')
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 class FaxTest(unittest.TestCase):
@@ -941,7 +937,7 @@ class FaxToEmailTest(unittest.TestCase):
         self.assertEqual(ix['from'], '+34911000777')
 
 
-class FakeTelnyxAPI:
+class FakeTelnyxAPI(LocalServer):
     """A stand-in for Telnyx's fax API, which cannot run here (a cloud service): it speaks the
     documented shape of POST /v2/faxes (JSON: connection_id, to, from, media_url; Bearer API
     key; 202 with data.id) and, as Telnyx does, fetches the document from media_url before
@@ -966,23 +962,9 @@ class FakeTelnyxAPI:
                     code, out = 202, {'data': {'id': str(uuid.uuid4()), 'record_type': 'fax',
                                                'status': 'queued', 'direction': 'outbound',
                                                'to': body['to'], 'from': body['from']}}
-                data = json.dumps(out).encode()
-                self.send_response(code)
-                self.send_header('Content-Type', 'application/json')
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer(self, code, json.dumps(out).encode(), 'application/json')
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 class TelnyxOutboundTest(unittest.TestCase):
