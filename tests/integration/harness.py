@@ -209,6 +209,22 @@ class Omniccd:
             return f.read()
 
 
+def stop_servers(cls, *others):
+    """A test class's tearDownClass: its omniccd (the log printed and the class failed when it
+    did not exit cleanly), its redis-server and the other servers it started, its temporary
+    directory."""
+    try:
+        rc = cls.d.stop() if cls.d else None
+        if rc not in (0, None):
+            print(cls.d.log())
+            raise AssertionError('omniccd exited with %r' % rc)
+    finally:
+        for server in (cls.redis,) + others:
+            if server:
+                server.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+
 class TestCase(unittest.TestCase):
     """Starts one redis-server and one omniccd per test class."""
     extra_config = ''
@@ -222,14 +238,7 @@ class TestCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.redis.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        stop_servers(cls)
 
     _seq = 0
 

@@ -78,14 +78,7 @@ class BranchBase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.redis.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls)
 
     # ---- helpers ----
 

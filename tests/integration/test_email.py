@@ -80,17 +80,7 @@ class EmailCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop() if cls.d else None
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.smtp.stop()
-            if cls.dovecot:
-                cls.dovecot.stop()
-            cls.redis.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls, cls.smtp, cls.dovecot)
 
     # ---- helpers ----
 

@@ -200,16 +200,7 @@ class FaxTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.redis.stop()
-            cls.media.stop()
-            cls.api.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls, cls.media, cls.api)
 
     _seq = 0
 
@@ -818,15 +809,7 @@ class FaxToEmailTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.dovecot.stop()
-            cls.redis.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls, cls.dovecot)
 
     def key(self, k):
         return 'omnicc:{main}:' + k
@@ -1009,15 +992,7 @@ class TelnyxOutboundTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.redis.stop()
-            cls.api.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls, cls.api)
 
     def telnyx_event(self, event_type, payload):
         body = json.dumps({'data': {'event_type': event_type, 'id': str(uuid.uuid4()),

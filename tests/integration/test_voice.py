@@ -235,15 +235,7 @@ class VoiceTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.d.stop()
-            if rc not in (0, None):
-                print(cls.d.log())
-                raise AssertionError('omniccd exited with %r' % rc)
-        finally:
-            cls.redis.stop()
-            cls.provider.stop()
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        harness.stop_servers(cls, cls.provider)
 
     _seq = 0
 
