@@ -824,6 +824,37 @@ static size_t encoded_word(const char *p, const char *end, const char **cs, size
     return (size_t)(q + 2 - p);
 }
 
+/* ---- Mixed line ends ----
+ * A message whose header lines end in CRLF but whose body (or one part) uses bare LF (a
+ * gateway or client that rewrote only some lines) makes GMime 3.2 strip two bytes before
+ * each boundary where there is only one: the last character of a base64 body goes, and
+ * with it the last 2-3 bytes of the attachment when it has no '=' padding. So a message
+ * holding both CRLF and bare LF is read with every bare LF made CRLF; a message with one
+ * kind of line end throughout (the common case) is read as it is. Returns NULL when
+ * nothing needs changing. */
+static char *uniform_line_ends(const char *raw, size_t len, size_t *newlen)
+{
+    size_t crlf = 0, bare = 0;
+    for (size_t i = 0; i < len; i++)
+        if (raw[i] == '\n') {
+            if (i > 0 && raw[i - 1] == '\r')
+                crlf++;
+            else
+                bare++;
+        }
+    if (crlf == 0 || bare == 0)
+        return NULL;
+    char *out = xmalloc(len + bare + 1), *o = out;
+    for (size_t i = 0; i < len; i++) {
+        if (raw[i] == '\n' && (i == 0 || raw[i - 1] != '\r'))
+            *o++ = '\r';
+        *o++ = raw[i];
+    }
+    *o = '\0';
+    *newlen = (size_t)(o - out);
+    return out;
+}
+
 static char *merge_encoded_words(const char *raw, size_t len, size_t *newlen)
 {
     const char *hend = raw + len;
@@ -1371,11 +1402,15 @@ int email_parse(const char *raw, size_t len, const struct email_limits *lim,
     const char *fallback[] = {"UTF-8", "windows-1252", NULL};
     g_mime_parser_options_set_fallback_charsets(opts, fallback);
 
-    size_t fixed_len = 0;
-    char *fixed = merge_encoded_words(raw, len, &fixed_len);
+    size_t uniform_len = 0, fixed_len = 0;
+    char *uniform = uniform_line_ends(raw, len, &uniform_len);
+    const char *src = uniform ? uniform : raw;
+    size_t src_len = uniform ? uniform_len : len;
+    char *fixed = merge_encoded_words(src, src_len, &fixed_len);
     GMimeStream *stream = fixed ? g_mime_stream_mem_new_with_buffer(fixed, fixed_len)
-                                : g_mime_stream_mem_new_with_buffer(raw, len);
+                                : g_mime_stream_mem_new_with_buffer(src, src_len);
     free(fixed); /* the memory stream holds its own copy */
+    free(uniform);
     GMimeParser *parser = g_mime_parser_new_with_stream(stream);
     g_object_unref(stream);
     GMimeMessage *msg = g_mime_parser_construct_message(parser, opts);
