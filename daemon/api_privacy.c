@@ -121,17 +121,28 @@ static void erase_done(const redisReply *reply, const char *err, void *arg)
     }
 }
 
+/* The request's required "reason" (erasure and legal hold are audited with it), or NULL
+ * once the 400 is answered. *body holds the parsed request for the caller to release. */
+static const char *body_reason(struct http_req *r, json_t **body)
+{
+    *body = http_body_json_object(r);
+    if (!*body)
+        return NULL;
+    const char *reason = json_string_value(json_object_get(*body, "reason"));
+    if (!reason || !*reason || strlen(reason) > 1000) {
+        json_decref(*body);
+        http_reply_error(r, 400, "invalid", "reason: required (text, up to 1000 bytes)");
+        return NULL;
+    }
+    return reason;
+}
+
 static void customer_erase(struct http_req *r)
 {
-    json_t *body = http_body_json_object(r);
-    if (!body)
+    json_t *body;
+    const char *reason = body_reason(r, &body);
+    if (!reason)
         return;
-    const char *reason = json_string_value(json_object_get(body, "reason"));
-    if (!reason || !*reason || strlen(reason) > 1000) {
-        json_decref(body);
-        http_reply_error(r, 400, "invalid", "reason: required (text, up to 1000 bytes)");
-        return;
-    }
     const char *argv[4] = {"erase", r->params[0], reason, actor_of(r)};
     if (store_script(SCRIPT_ERASE, 4, argv, NULL, erase_done, r) < 0)
         http_reply_unavailable(r, "Redis not reachable");
@@ -150,15 +161,10 @@ static void hold_done(const redisReply *reply, const char *err, void *arg)
 
 static void case_hold(struct http_req *r)
 {
-    json_t *body = http_body_json_object(r);
-    if (!body)
+    json_t *body;
+    const char *reason = body_reason(r, &body);
+    if (!reason)
         return;
-    const char *reason = json_string_value(json_object_get(body, "reason"));
-    if (!reason || !*reason || strlen(reason) > 1000) {
-        json_decref(body);
-        http_reply_error(r, 400, "invalid", "reason: required (text, up to 1000 bytes)");
-        return;
-    }
     const char *argv[4] = {"hold", r->params[0], reason, actor_of(r)};
     if (store_script(SCRIPT_ERASE, 4, argv, NULL, hold_done, r) < 0)
         http_reply_unavailable(r, "Redis not reachable");
