@@ -1,50 +1,18 @@
-/* email_compose.c - the RFC 5322 text of an outbound message (replies and acknowledgements):
- * headers with RFC 2047 encoding where they are not ASCII, the body as UTF-8
- * quoted-printable, attachments as base64 parts of a multipart/mixed. Pure and reentrant:
- * the SMTP worker threads call it. Nothing a customer wrote can add a header: every header
- * value loses its line breaks, and addresses holding anything but an address are refused
- * before this point (email_api.c). */
-#include <openssl/evp.h>
+/* email_compose.c - the RFC 5322 text of an outbound message (replies and acknowledgements),
+ * built with GMime: headers RFC 2047-encoded where they are not ASCII, the body as UTF-8
+ * quoted-printable, attachments as base64 parts of a multipart/mixed with RFC 2231 file
+ * names. Reentrant: the SMTP worker threads call it (GMime objects are per call; GMime is
+ * initialised on the loop thread before the workers start). Nothing a customer wrote can
+ * add a header: every header value loses its line breaks, and addresses holding anything
+ * but an address are refused before this point (email_api.c). */
+#include <gmime/gmime.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "email.h"
 #include "omnicc/util.h"
-
-struct out {
-    char *s;
-    size_t len, cap;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        o->s = xrealloc(o->s, cap);
-        o->cap = cap;
-    }
-    memcpy(o->s + o->len, s, n);
-    o->len += n;
-    o->s[o->len] = '\0';
-}
-
-static void puts_(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static bool is_ascii_printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x7f || (unsigned char)*s < 0x20)
-            return false;
-    return true;
-}
 
 /* A header value on one line: CR, LF and other controls become spaces. */
 static char *one_line(const char *s)
@@ -56,150 +24,59 @@ static char *one_line(const char *s)
     return c;
 }
 
-/* RFC 2047 B-encoded words of at most 45 input bytes each, never splitting a UTF-8
- * sequence, folded onto continuation lines. */
-static void put_encoded(struct out *o, const char *text)
+static void add_mailbox(InternetAddressList *list, const char *name, const char *addr)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = strlen(text), i = 0;
-    bool first = true;
-    while (i < n) {
-        size_t take = n - i > 45 ? 45 : n - i;
-        while (take > 0 && i + take < n && (s[i + take] & 0xc0) == 0x80)
-            take--;
-        if (take == 0)
-            take = n - i > 45 ? 45 : n - i;
-        char b64[80];
-        EVP_EncodeBlock((unsigned char *)b64, s + i, (int)take);
-        if (!first)
-            puts_(o, "\r\n ");
-        puts_(o, "=?UTF-8?B?");
-        puts_(o, b64);
-        puts_(o, "?=");
-        first = false;
-        i += take;
-    }
-}
-
-static void header_text(struct out *o, const char *name, const char *value)
-{
-    char *v = one_line(value);
-    puts_(o, name);
-    puts_(o, ": ");
-    if (is_ascii_printable(v) && strlen(v) < 900)
-        puts_(o, v);
-    else
-        put_encoded(o, v);
-    puts_(o, "\r\n");
-    free(v);
-}
-
-static void header_addr(struct out *o, const char *name, const char *display, const char *addr)
-{
-    char *a = one_line(addr);
-    puts_(o, name);
-    puts_(o, ": ");
-    if (display && *display) {
-        char *d = one_line(display);
-        if (is_ascii_printable(d)) {
-            puts_(o, "\"");
-            for (const char *p = d; *p; p++) {
-                if (*p == '"' || *p == '\\')
-                    put(o, "\\", 1);
-                put(o, p, 1);
-            }
-            puts_(o, "\"");
-        } else {
-            put_encoded(o, d);
-        }
-        puts_(o, " ");
-        free(d);
-    }
-    puts_(o, "<");
-    puts_(o, a);
-    puts_(o, ">\r\n");
+    char *n = one_line(name), *a = one_line(addr);
+    InternetAddress *ia = internet_address_mailbox_new(n, a);
+    internet_address_set_charset(ia, "utf-8"); /* a non-ASCII name is encoded as UTF-8 */
+    internet_address_list_add(list, ia);
+    g_object_unref(ia);
+    free(n);
     free(a);
 }
 
-/* UTF-8 text as quoted-printable with CRLF line ends; a line never starts with '.' nor
- * ends in a space, so no relay rewrites it. */
-static void put_qp(struct out *o, const char *text)
+/* "type/subtype" made of token characters, else application/octet-stream: a content type
+ * a client sent never carries parameters or quoting into the message. */
+static GMimePart *attachment_part(const struct email_out_attachment *a)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t col = 0;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        unsigned char c = *p;
-        if (c == '\r')
-            continue;
-        if (c == '\n') {
-            puts_(o, "\r\n");
-            col = 0;
-            continue;
-        }
-        char enc[4];
-        size_t w;
-        bool last_on_line = p[1] == '\n' || p[1] == '\r' || p[1] == '\0';
-        if ((c >= 33 && c <= 126 && c != '=' && !(c == '.' && col == 0)) ||
-            ((c == ' ' || c == '\t') && !last_on_line)) {
-            enc[0] = (char)c;
-            w = 1;
-        } else {
-            enc[0] = '=';
-            enc[1] = hex[c >> 4];
-            enc[2] = hex[c & 15];
-            w = 3;
-        }
-        if (col + w > 75) {
-            puts_(o, "=\r\n");
-            col = 0;
-            if (enc[0] == '.' && w == 1) {
-                enc[0] = '=';
-                enc[1] = '2';
-                enc[2] = 'E';
-                w = 3;
-            }
-        }
-        put(o, enc, w);
-        col += w;
-    }
-    if (col)
-        puts_(o, "\r\n");
+    const char *ct = a->content_type ? a->content_type : "";
+    const char *slash = strchr(ct, '/');
+    bool ok = slash && slash > ct && slash[1] && strlen(ct) < 128;
+    for (const char *p = ct; ok && *p; p++)
+        ok = p == slash || strchr("!#$&^_.+-", *p) || (*p >= '0' && *p <= '9') ||
+             (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z');
+    char *type = ok ? xstrndup(ct, (size_t)(slash - ct)) : xstrdup("application");
+    GMimePart *part = g_mime_part_new_with_type(type, ok ? slash + 1 : "octet-stream");
+    free(type);
+    GMimeStream *data = g_mime_stream_mem_new_with_buffer((const char *)a->data, a->len);
+    GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(data, GMIME_CONTENT_ENCODING_DEFAULT);
+    g_mime_part_set_content(part, w);
+    g_object_unref(w);
+    g_object_unref(data);
+    g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+    g_mime_object_set_disposition(GMIME_OBJECT(part), GMIME_DISPOSITION_ATTACHMENT);
+    char *name = one_line(a->filename && *a->filename ? a->filename : "attachment");
+    g_mime_part_set_filename(part, name); /* Content-Disposition filename and Content-Type name */
+    free(name);
+    /* a non-ASCII name is written (RFC 2231) as UTF-8, not the smallest charset that fits */
+    GMimeParam *p = g_mime_param_list_get_parameter(
+        g_mime_content_type_get_parameters(g_mime_object_get_content_type(GMIME_OBJECT(part))), "name");
+    if (p)
+        g_mime_param_set_charset(p, "utf-8");
+    p = g_mime_param_list_get_parameter(
+        g_mime_content_disposition_get_parameters(g_mime_object_get_content_disposition(GMIME_OBJECT(part))),
+        "filename");
+    if (p)
+        g_mime_param_set_charset(p, "utf-8");
+    return part;
 }
 
-static void put_base64(struct out *o, const unsigned char *data, size_t len)
+/* A header of our own (threading, automatic replies): one line, set as it is. */
+static void set_header(GMimeMessage *msg, const char *name, const char *value)
 {
-    char line[80];
-    for (size_t i = 0; i < len; i += 57) {
-        size_t n = len - i > 57 ? 57 : len - i;
-        EVP_EncodeBlock((unsigned char *)line, data + i, (int)n);
-        puts_(o, line);
-        puts_(o, "\r\n");
-    }
-}
-
-static void put_filename(struct out *o, const char *param, const char *name)
-{
-    char *n = one_line(name && *name ? name : "attachment");
-    if (is_ascii_printable(n) && !strpbrk(n, "\"\\")) {
-        puts_(o, param);
-        puts_(o, "=\"");
-        puts_(o, n);
-        puts_(o, "\"");
-    } else { /* RFC 2231 */
-        static const char hex[] = "0123456789ABCDEF";
-        puts_(o, param);
-        puts_(o, "*=UTF-8''");
-        for (const unsigned char *p = (const unsigned char *)n; *p; p++) {
-            if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                strchr("-._~", *p)) {
-                put(o, (const char *)p, 1);
-            } else {
-                char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-                put(o, e, 3);
-            }
-        }
-    }
-    free(n);
+    char *v = one_line(value);
+    g_mime_object_set_header(GMIME_OBJECT(msg), name, v, NULL);
+    free(v);
 }
 
 char *email_new_message_id(const char *domain)
@@ -217,89 +94,72 @@ char *email_new_message_id(const char *domain)
 
 char *email_compose(const struct email_out *m, size_t *len)
 {
-    struct out o = {0};
-    char date[64];
-    time_t t = (time_t)m->date;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    header_addr(&o, "From", m->from_name, m->from);
-    header_addr(&o, "To", NULL, m->to);
-    if (m->cc && m->cc[0]) {
-        /* plain addr-specs (checked by the reply API), one per line */
-        puts_(&o, "Cc:");
-        for (const char *const *c = m->cc; *c; c++) {
-            char *v = one_line(*c);
-            puts_(&o, c == m->cc ? " <" : ",\r\n <");
-            puts_(&o, v);
-            puts_(&o, ">");
-            free(v);
-        }
-        puts_(&o, "\r\n");
-    }
-    header_text(&o, "Subject", m->subject);
-    header_text(&o, "Date", date);
-    header_text(&o, "Message-ID", m->message_id);
+    GMimeMessage *msg = g_mime_message_new(TRUE);
+    add_mailbox(g_mime_message_get_from(msg), m->from_name, m->from);
+    add_mailbox(g_mime_message_get_addresses(msg, GMIME_ADDRESS_TYPE_TO), NULL, m->to);
+    for (const char *const *c = m->cc; c && *c; c++) /* plain addr-specs (checked by the reply API) */
+        add_mailbox(g_mime_message_get_addresses(msg, GMIME_ADDRESS_TYPE_CC), NULL, *c);
+    char *subject = one_line(m->subject);
+    g_mime_message_set_subject(msg, subject, "utf-8");
+    free(subject);
+    GDateTime *date = g_date_time_new_from_unix_utc(m->date);
+    g_mime_message_set_date(msg, date);
+    g_date_time_unref(date);
+    set_header(msg, "Message-ID", m->message_id);
     if (m->in_reply_to && *m->in_reply_to)
-        header_text(&o, "In-Reply-To", m->in_reply_to);
+        set_header(msg, "In-Reply-To", m->in_reply_to);
     if (m->references && m->references[0]) {
-        puts_(&o, "References:");
-        for (const char *const *r = m->references; *r; r++) {
-            char *v = one_line(*r);
-            puts_(&o, r == m->references ? " " : "\r\n ");
-            puts_(&o, v);
-            free(v);
-        }
-        puts_(&o, "\r\n");
+        GString *refs = g_string_new(NULL);
+        for (const char *const *r = m->references; *r; r++)
+            g_string_append_printf(refs, "%s%s", refs->len ? " " : "", *r);
+        set_header(msg, "References", refs->str); /* GMime folds it when it is long */
+        g_string_free(refs, TRUE);
     }
     if (m->auto_reply) {
         /* RFC 3834: automatic, so no well-behaved responder answers it */
-        puts_(&o, "Auto-Submitted: auto-replied\r\n");
-        puts_(&o, "X-Auto-Response-Suppress: All\r\n");
-        puts_(&o, "Precedence: auto_reply\r\n");
+        set_header(msg, "Auto-Submitted", "auto-replied");
+        set_header(msg, "X-Auto-Response-Suppress", "All");
+        set_header(msg, "Precedence", "auto_reply");
     }
-    puts_(&o, "MIME-Version: 1.0\r\n");
-    char boundary[64] = "";
-    if (m->n_att) {
-        unsigned char r[9];
-        if (RAND_bytes(r, sizeof(r)) != 1)
-            memset(r, 0x5a, sizeof(r));
-        char b64[16];
-        EVP_EncodeBlock((unsigned char *)b64, r, sizeof(r));
-        for (char *p = b64; *p; p++)
-            if (*p == '+' || *p == '/')
-                *p = '_';
-        snprintf(boundary, sizeof(boundary), "=_omnicc_%s", b64);
-        puts_(&o, "Content-Type: multipart/mixed; boundary=\"");
-        puts_(&o, boundary);
-        puts_(&o, "\"\r\n\r\nThis is a MIME message.\r\n--");
-        puts_(&o, boundary);
-        puts_(&o, "\r\n");
+
+    /* the body's UTF-8 bytes as they are (g_mime_text_part_set_text would convert them to
+     * the smallest charset that fits) */
+    GMimeTextPart *text = g_mime_text_part_new_with_subtype("plain");
+    const char *body = m->body ? m->body : "";
+    GMimeStream *body_stream = g_mime_stream_mem_new_with_buffer(body, strlen(body));
+    GMimeDataWrapper *body_data =
+        g_mime_data_wrapper_new_with_stream(body_stream, GMIME_CONTENT_ENCODING_DEFAULT);
+    g_mime_part_set_content(GMIME_PART(text), body_data);
+    g_object_unref(body_data);
+    g_object_unref(body_stream);
+    g_mime_text_part_set_charset(text, "utf-8");
+    g_mime_part_set_content_encoding(GMIME_PART(text), GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE);
+    if (m->n_att == 0) {
+        g_mime_message_set_mime_part(msg, GMIME_OBJECT(text));
+    } else {
+        GMimeMultipart *mixed = g_mime_multipart_new_with_subtype("mixed");
+        g_mime_multipart_add(mixed, GMIME_OBJECT(text));
+        for (size_t i = 0; i < m->n_att; i++) {
+            GMimePart *part = attachment_part(&m->att[i]);
+            g_mime_multipart_add(mixed, GMIME_OBJECT(part));
+            g_object_unref(part);
+        }
+        g_mime_message_set_mime_part(msg, GMIME_OBJECT(mixed));
+        g_object_unref(mixed);
     }
-    puts_(&o, "Content-Type: text/plain; charset=utf-8\r\n"
-              "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
-    put_qp(&o, m->body ? m->body : "");
-    for (size_t i = 0; i < m->n_att; i++) {
-        const struct email_out_attachment *a = &m->att[i];
-        puts_(&o, "--");
-        puts_(&o, boundary);
-        puts_(&o, "\r\nContent-Type: ");
-        char *ct = one_line(a->content_type && strchr(a->content_type, '/') ? a->content_type
-                                                                          : "application/octet-stream");
-        puts_(&o, strpbrk(ct, ";\"") ? "application/octet-stream" : ct);
-        free(ct);
-        puts_(&o, "; ");
-        put_filename(&o, "name", a->filename);
-        puts_(&o, "\r\nContent-Disposition: attachment; ");
-        put_filename(&o, "filename", a->filename);
-        puts_(&o, "\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-        put_base64(&o, a->data, a->len);
-    }
-    if (m->n_att) {
-        puts_(&o, "--");
-        puts_(&o, boundary);
-        puts_(&o, "--\r\n");
-    }
-    *len = o.len;
-    return o.s;
+    g_object_unref(text);
+
+    GMimeFormatOptions *fmt = g_mime_format_options_new();
+    g_mime_format_options_set_newline_format(fmt, GMIME_NEWLINE_FORMAT_DOS); /* CRLF for DATA */
+    GMimeStream *out = g_mime_stream_mem_new();
+    g_mime_object_write_to_stream(GMIME_OBJECT(msg), fmt, out);
+    GByteArray *bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out));
+    char *raw = xmalloc(bytes->len + 1);
+    memcpy(raw, bytes->data, bytes->len);
+    raw[bytes->len] = '\0';
+    *len = bytes->len;
+    g_object_unref(out);
+    g_mime_format_options_free(fmt);
+    g_object_unref(msg);
+    return raw;
 }
