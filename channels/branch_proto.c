@@ -7,6 +7,8 @@
  * flags and its fields (kind, required, bound). Unknown fields are refused, so a terminal
  * never believes something was recorded that the server ignored. */
 #include <ctype.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,53 +249,23 @@ int branch_identity_parse(const char *text, char branch[BRANCH_ID_MAX + 1],
 
 /* ---- base64 ---- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
+/* OpenSSL decodes; what is accepted is only the canonical text (padded, no whitespace, no
+ * bits set in the padding): the decoded bytes must encode back to exactly the input. */
 long branch_base64_decode(const char *in, size_t len, unsigned char *out)
 {
-    if (len == 0 || len % 4)
+    if (len == 0 || len % 4 || len > INT_MAX)
         return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4], pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char ch = (unsigned char)in[i + k];
-            if (ch == '=' && i + 4 == len && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad) /* data after padding */
-                return -1;
-            v[k] = b64_value(ch);
-            if (v[k] < 0)
-                return -1;
-        }
-        unsigned triple =
-            (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
-        out[o++] = (unsigned char)(triple >> 16);
-        if (pad < 2)
-            out[o++] = (unsigned char)(triple >> 8);
-        if (pad < 1)
-            out[o++] = (unsigned char)triple;
-        /* non-canonical encodings (bits set in the padding) are refused */
-        if ((pad == 2 && (v[1] & 0x0f)) || (pad == 1 && (v[2] & 0x03)))
-            return -1;
-    }
-    return (long)o;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+    if (n < 0)
+        return -1;
+    n -= (in[len - 1] == '=') + (in[len - 2] == '='); /* padding decodes as zero bytes */
+    if (n <= 0)
+        return -1;
+    char *again = xmalloc(len + 1);
+    bool canonical = EVP_EncodeBlock((unsigned char *)again, out, n) == (int)len &&
+                     memcmp(again, in, len) == 0;
+    free(again);
+    return canonical ? n : -1;
 }
 
 /* ---- request validation ---- */
