@@ -751,51 +751,27 @@ char *email_plus_case(const char *addr)
  * one charset is rewritten as a single word holding the same bytes: decoded together, a
  * multibyte character split across two words still comes out whole. */
 
-static int b64_val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
+/* An encoded word's text decoded: B by GLib's base64 decoder, Q by GMime's quoted-printable
+ * decoder once each '_' is the space it stands for (RFC 2047 4.2; "=5F" stays '_'). */
 static void word_decode(struct buf *out, char enc, const char *t, size_t n)
 {
+    unsigned char *bytes = xmalloc(n + 3);
+    size_t len;
     if (enc == 'B' || enc == 'b') {
-        unsigned v = 0;
-        int bits = 0;
-        for (size_t i = 0; i < n; i++) {
-            int d = b64_val((unsigned char)t[i]);
-            if (d < 0)
-                continue;
-            v = (v << 6) | (unsigned)d;
-            bits += 6;
-            if (bits >= 8) {
-                bits -= 8;
-                buf_addc(out, (char)((v >> bits) & 0xff));
-            }
-        }
-        return;
+        gint state = 0;
+        guint save = 0;
+        len = g_base64_decode_step(t, n, bytes, &state, &save);
+    } else {
+        unsigned char *q = xmalloc(n + 1);
+        for (size_t i = 0; i < n; i++)
+            q[i] = t[i] == '_' ? ' ' : (unsigned char)t[i];
+        int state = 0;
+        guint32 save = 0;
+        len = g_mime_encoding_quoted_decode_step(q, n, bytes, &state, &save);
+        free(q);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (t[i] == '_') {
-            buf_addc(out, ' ');
-        } else if (t[i] == '=' && i + 2 < n && isxdigit((unsigned char)t[i + 1]) &&
-                   isxdigit((unsigned char)t[i + 2])) {
-            char hex[3] = {t[i + 1], t[i + 2], 0};
-            buf_addc(out, (char)strtol(hex, NULL, 16));
-            i += 2;
-        } else {
-            buf_addc(out, t[i]);
-        }
-    }
+    buf_add(out, (const char *)bytes, len);
+    free(bytes);
 }
 
 /* One encoded word at p: its charset, encoding and text spans; returns its length or 0. */
