@@ -20,6 +20,7 @@
 #include <auth-client.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/ssl.h> /* before libesmtp.h: declares smtp_starttls_set_ctx */
@@ -548,25 +549,21 @@ void email_outbox_kick(void)
         event_active(ob.poll_ev, EV_TIMEOUT, 0);
 }
 
+/* smtp://[user@]host[:port] (libevent's URI parser) -> "host:port" for libesmtp (default
+ * port: submission, 587). Credentials belong in smtp_user / smtp_password_file. */
 static int parse_url(const char *url, char **err)
 {
-    const char *h = url + strlen("smtp://");
-    const char *at = strrchr(h, '@');
-    if (at)
-        h = at + 1; /* credentials belong in smtp_user / smtp_password_file */
-    size_t n = strcspn(h, "/?");
-    if (n == 0 || n >= 256) {
-        *err = xasprintf("[email] smtp_url: no host in %s", url);
-        return -1;
-    }
-    char host[260];
-    snprintf(host, sizeof(host), "%.*s", (int)n, h);
-    /* libesmtp takes host:port (default "submission", 587) */
-    if (host[0] == '[' || strchr(host, ':'))
-        snprintf(ob.hostport, sizeof(ob.hostport), "%s", host);
+    struct evhttp_uri *u = evhttp_uri_parse_with_flags(url, 0);
+    const char *host = u ? evhttp_uri_get_host(u) : NULL;
+    int port = u ? evhttp_uri_get_port(u) : -1;
+    bool ok = host && *host && strlen(host) < 256;
+    if (ok)
+        snprintf(ob.hostport, sizeof(ob.hostport), "%s:%d", host, port > 0 ? port : 587);
     else
-        snprintf(ob.hostport, sizeof(ob.hostport), "%s:587", host);
-    return 0;
+        *err = xasprintf("[email] smtp_url: no host in %s", url);
+    if (u)
+        evhttp_uri_free(u);
+    return ok ? 0 : -1;
 }
 
 int email_outbox_start(struct event_base *base, const struct config *cfg, char **err)

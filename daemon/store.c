@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <netdb.h>
@@ -1077,50 +1078,50 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* "redis://host[:port][/db]" (libevent's URI parser; an IPv6 host in brackets) or
+ * "unix:///absolute/path". Credentials in the URL are ignored: they belong in
+ * password_file. */
 static int parse_url(const char *url, char **err)
 {
     st.db = 0;
-    if (strncmp(url, "unix://", 7) == 0) {
-        st.is_unix = true;
-        snprintf(st.host, sizeof(st.host), "%s", url + 7);
-        if (st.host[0] != '/') {
+    st.is_unix = strncmp(url, "unix://", 7) == 0;
+    if (st.is_unix) { /* a socket path, any characters: not parsed as a URI */
+        if (url[7] != '/' || strlen(url + 7) >= sizeof(st.host)) {
             *err = xasprintf("unix:// url needs an absolute path");
             return -1;
         }
+        snprintf(st.host, sizeof(st.host), "%s", url + 7);
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        *err = xasprintf("redis url must start with redis:// or unix://");
+    struct evhttp_uri *u = evhttp_uri_parse_with_flags(url, 0);
+    const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
+    if (!scheme || strcmp(scheme, "redis") != 0) {
+        *err = xasprintf(u ? "redis url must start with redis:// or unix://"
+                           : "bad redis url (redis://host[:port][/db 0-15])");
+        if (u)
+            evhttp_uri_free(u);
         return -1;
     }
-    const char *h = url + 8, *at = strrchr(h, '@');
-    if (at)
-        h = at + 1; /* credentials belong in password_file, not here */
-    const char *slash = strchr(h, '/');
-    const char *colon = NULL;
-    if (h[0] == '[') {
-        const char *rb = strchr(h, ']');
-        if (!rb) {
-            *err = xasprintf("bad IPv6 address in redis url");
-            return -1;
-        }
-        snprintf(st.host, sizeof(st.host), "%.*s", (int)(rb - h - 1), h + 1);
-        colon = rb[1] == ':' ? rb + 1 : NULL;
+    const char *host = evhttp_uri_get_host(u), *path = evhttp_uri_get_path(u);
+    size_t hl = host ? strlen(host) : 0;
+    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') { /* IPv6 literal */
+        host++;
+        hl -= 2;
+    }
+    int port = evhttp_uri_get_port(u);
+    st.port = port < 0 ? 6379 : port;
+    char *end = NULL;
+    long db = path && path[0] == '/' && path[1] ? strtol(path + 1, &end, 10) : 0;
+    bool ok = hl > 0 && hl < sizeof(st.host) && st.port > 0 && st.port <= 65535 &&
+              (!end || *end == '\0') && db >= 0 && db <= 15 && !evhttp_uri_get_query(u);
+    if (ok) {
+        snprintf(st.host, sizeof(st.host), "%.*s", (int)hl, host);
+        st.db = (int)db;
     } else {
-        colon = strchr(h, ':');
-        if (colon && slash && colon > slash)
-            colon = NULL;
-        size_t hl = colon ? (size_t)(colon - h) : slash ? (size_t)(slash - h) : strlen(h);
-        snprintf(st.host, sizeof(st.host), "%.*s", (int)hl, h);
+        *err = xasprintf("bad redis url (redis://host[:port][/db 0-15])");
     }
-    st.port = colon ? atoi(colon + 1) : 6379;
-    if (slash && slash[1])
-        st.db = atoi(slash + 1);
-    if (!st.host[0] || st.port <= 0 || st.port > 65535 || st.db < 0 || st.db > 15) {
-        *err = xasprintf("bad redis url");
-        return -1;
-    }
-    return 0;
+    evhttp_uri_free(u);
+    return ok ? 0 : -1;
 }
 
 int store_init(struct event_base *base, const struct config *cfg, const char *url, char **err)
