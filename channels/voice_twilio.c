@@ -716,11 +716,16 @@ static void result_recorded(json_t *res, int status, const char *err, void *arg)
     free(arg);
 }
 
-static void record_result(const char *ix, bool ok, const char *call_sid, const char *error)
+/* retry: the failure may pass (rate limit, provider or network trouble), so voice.lua dials
+ * again later; otherwise it is final. */
+static void record_result(const char *ix, bool ok, bool retry, const char *call_sid,
+                          const char *error)
 {
-    json_t *a = json_pack("{s:b,s:s,s:s}", "ok", ok, "call_sid", call_sid, "error", error);
+    json_t *a = json_pack("{s:b,s:b,s:s,s:s}", "ok", ok, "retry", retry, "call_sid", call_sid,
+                          "error", error);
     if (!a) /* a provider's message that is not UTF-8 */
-        a = json_pack("{s:b,s:s,s:s}", "ok", ok, "call_sid", "", "error", "provider error");
+        a = json_pack("{s:b,s:b,s:s,s:s}", "ok", ok, "retry", retry, "call_sid", "", "error",
+                      "provider error");
     voice_script("cb_result", "", ix, a, result_recorded, xstrdup(ix));
     json_decref(a);
 }
@@ -735,14 +740,18 @@ static void placed(CURL *easy, CURLcode rc, void *arg)
         const char *sid = json_string_value(json_object_get(body, "sid"));
         if (rc == CURLE_OK && code >= 200 && code < 300 && sid && token_ok(sid, 64, "")) {
             log_info("voice: callback %s placed as call %s", p->ix, sid);
-            record_result(p->ix, true, sid, "");
+            record_result(p->ix, true, false, sid, "");
         } else {
             const char *msg = json_string_value(json_object_get(body, "message"));
             char *error = rc != CURLE_OK ? xasprintf("%s", curl_easy_strerror(rc))
                                          : xasprintf("HTTP %ld%s%.200s", code, msg ? ": " : "",
                                                      msg ? msg : "");
-            log_warn("voice: callback %s could not be placed: %s", p->ix, error);
-            record_result(p->ix, false, "", error);
+            /* 429 and 5xx (Twilio limits calls per second per account) and no answer at
+             * all pass; a 4xx is about this request and would fail again */
+            bool transient = rc != CURLE_OK || code == 429 || code >= 500;
+            log_warn("voice: callback %s could not be placed%s: %s", p->ix,
+                     transient ? " (will retry)" : "", error);
+            record_result(p->ix, false, transient, "", error);
             free(error);
         }
         json_decref(body);
@@ -769,7 +778,8 @@ static void place_callback(json_t *claim)
     if (!id_is_valid(ix, 'I'))
         return;
     if (!account || !token_ok(account, 64, "") || !*to || !*from) {
-        record_result(ix, false, "", !account ? "no account sid" : "no number to call or call from");
+        record_result(ix, false, false, "",
+                      !account ? "no account sid" : "no number to call or call from");
         return;
     }
     char *url = xasprintf("%s/2010-04-01/Accounts/%s/Calls.json", cfg->voice_api_base, account);
@@ -813,7 +823,7 @@ static void place_callback(json_t *claim)
         curl_easy_cleanup(easy);
         curl_slist_free_all(p->headers);
         free(p);
-        record_result(ix, false, "", "could not start the request");
+        record_result(ix, false, true, "", "could not start the request");
     }
 }
 

@@ -10,18 +10,24 @@
 --             abandoned (the daemon then runs work.lua 'abandon', which withdraws any offer)
 --   dialed    {dial_status, dial_duration?, dial_call_id?, recording_url?}: the agent leg ended
 --   callback  {number, caller_id, account}: the waiting caller asked to be called back
---   cb_claim  {limit}: callbacks an agent has accepted, claimed (once) for dialling
---   cb_result {ok, call_sid?, error?}: the outbound call was placed, or not
+--   cb_claim  {limit}: callbacks an agent has accepted, claimed for dialling (a claim is a
+--             lease: one whose outcome never comes is claimed again, by any daemon)
+--   cb_result {ok, retry?, call_sid?, error?}: the outbound call was placed, or not; with
+--             retry (the provider answered 429/5xx or could not be reached) it is dialled
+--             again later, up to CALLBACK_ATTEMPTS times
 -- Keys: voice:call:<call id> hash, 1 h: status of a call not queued yet (still in the IVR)
---       voice:cb zset: callback interactions waiting for an agent, scored by next check (ms)
+--       voice:cb zset: callback interactions waiting for an agent or to be dialled (again),
+--       and claimed ones until their lease ends, scored by next check (ms)
 -- Interaction fields: voice_ivr, voice_connected_at, voice_agent, voice_talk_s,
 --   voice_recording, voice_disposition, voice_st:<leg>:<status>, callback_state
---   (waiting|dialing|dialed|failed), callback_number, callback_caller_id, callback_account,
---   callback_requested_at, callback_call_sid.
+--   (waiting|dialing|dialed|failed), callback_attempts, callback_error, callback_number,
+--   callback_caller_id, callback_account, callback_requested_at, callback_call_sid.
 local op, call_id, ix_id = ARGV[1], ARGV[2], ARGV[3]
 local args = cjson.decode(ARGV[4])
 local now = now_ms()
 
+local CALLBACK_LEASE_MS = 120000 -- longer than the REST request may take
+local CALLBACK_ATTEMPTS = 6       -- the first and 5 retries, 2 4 8 16 32 s apart
 local FINAL = {completed = true, busy = true, ['no-answer'] = true, failed = true, canceled = true}
 local WAITING = {queued = true, offered = true}
 
@@ -37,9 +43,12 @@ if op == 'cb_claim' then
   for _, id in ipairs(due) do
     local h = redis.call('HMGET', B .. 'ix:' .. id, 'state', 'agent', 'callback_state', 'callback_number',
                          'callback_caller_id', 'callback_account', 'external_id')
-    if h[1] == 'assigned' and h[3] == 'waiting' then
-      redis.call('ZREM', key, id)
+    -- 'dialing' still in the set is a lease that ran out: the daemon that claimed it died
+    -- before it could record the outcome, so another one dials (at least once)
+    if h[1] == 'assigned' and (h[3] == 'waiting' or h[3] == 'dialing') then
+      redis.call('ZADD', key, now + CALLBACK_LEASE_MS, id)
       redis.call('HSET', B .. 'ix:' .. id, 'callback_state', 'dialing')
+      redis.call('HINCRBY', B .. 'ix:' .. id, 'callback_attempts', 1)
       out[#out + 1] = {id = id, agent = s(h[2]), number = s(h[4]), caller_id = s(h[5]),
                        account = s(h[6]), call_id = s(h[7])}
     elseif h[1] and WAITING[h[1]] and h[3] == 'waiting' then
@@ -214,6 +223,19 @@ if op == 'callback' then
 end
 
 if op == 'cb_result' then
+  if ix.callback_state ~= 'dialing' then return cjson.encode({ok = true, stale = true}) end
+  local attempts = tonumber(ix.callback_attempts) or 1
+  if not args.ok and args.retry and attempts < CALLBACK_ATTEMPTS then
+    -- the provider was busy or away (429, 5xx, network): dial again later, same agent
+    local delay = 1000 * 2 ^ attempts
+    redis.call('HSET', ikey, 'callback_state', 'waiting', 'callback_error', s(args.error))
+    redis.call('ZADD', B .. 'voice:cb', now + delay, ix.id)
+    emit(now, 'voice.callback_retry', ix.agent, {interaction = ix.id, agent = ix.agent,
+                                                number = s(ix.callback_number), error = s(args.error),
+                                                attempt = attempts, next_in_ms = delay})
+    return cjson.encode({ok = true, retry_in_ms = delay})
+  end
+  redis.call('ZREM', B .. 'voice:cb', ix.id)
   if args.ok then
     redis.call('HSET', ikey, 'callback_state', 'dialed', 'callback_call_sid', s(args.call_sid))
     history_add(ix.case_id, now, {'type', 'voice.callback_dialed', 'interaction', ix.id,

@@ -50,10 +50,12 @@ def cti_signature(secret, ts, body):
 
 class FakeProvider:
     """The provider's REST API for placing calls: records each request, answers 201 with a
-    call SID like Twilio's Calls resource."""
+    call SID like Twilio's Calls resource, or first the error statuses put in `answers`
+    (with Twilio's JSON error body)."""
 
     def __init__(self):
         self.requests = queue.Queue()
+        self.answers = queue.Queue()
         self.count = 0
         outer = self
 
@@ -63,11 +65,18 @@ class FakeProvider:
                 body = self.rfile.read(n).decode()
                 outer.count += 1
                 sid = 'CA%032d' % (900000 + outer.count)
+                try:
+                    status = outer.answers.get_nowait()
+                except queue.Empty:
+                    status = 201
                 outer.requests.put({'path': self.path, 'auth': self.headers.get('Authorization'),
                                     'content_type': self.headers.get('Content-Type'),
-                                    'form': urllib.parse.parse_qs(body), 'sid': sid})
-                out = json.dumps({'sid': sid, 'status': 'queued'}).encode()
-                self.send_response(201)
+                                    'form': urllib.parse.parse_qs(body), 'sid': sid,
+                                    'status': status})
+                out = json.dumps({'sid': sid, 'status': 'queued'} if status == 201 else
+                                 {'code': 20000 + status, 'message': 'refused by the test',
+                                  'status': status}).encode()
+                self.send_response(status)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Content-Length', str(len(out)))
                 self.end_headers()
@@ -221,13 +230,14 @@ class VoiceTest(unittest.TestCase):
                              ('default', 'nobody', ''), ('claims', 'claims', ''),
                              ('sales', 'sales', ''), ('bulk', 'bulk', ''), ('cti', 'cti', ''),
                              ('cbq', 'cb', 'max_wait = 1\non_max_wait = callback\n'),
+                             ('cbr', 'cbr', 'max_wait = 1\non_max_wait = callback\n'),
                              ('closing', 'closing', 'max_wait = 1\non_max_wait = close\n')])
         config = queues + (
             '[routing]\noffer_timeout_voice = 60\n'
             '[voice]\nauth_token_file = %s\naccount_sid = %s\npublic_url = %s\n'
             'api_base = http://127.0.0.1:%d\ncti_secret_file = %s\n'
             'menu = 1=claims@claims(accident,damage) 2=policies@sales 4=callback@cbq '
-            '5=bulk@bulk 6=closing@closing 7=cti@cti 0=operator\n'
+            '5=bulk@bulk 6=closing@closing 7=cti@cti 8=retry@cbr 0=operator\n'
             'ask_policy = yes\npolicy_format = PL-####-######\nhold_seconds = 5\nrecord = yes\n'
             % (token_file, ACCOUNT, PUBLIC, cls.provider.port, cti_file))
         cls.redis = harness.RedisServer(cls.tmp)
@@ -611,6 +621,44 @@ class VoiceTest(unittest.TestCase):
         dispositions = [h['disposition'] for h in hist if h['type'] == 'voice.call_ended']
         self.assertEqual(dispositions, ['callback_requested', 'callback_answered'])
         self.assertEqual(self.ix(iid)['state'], 'assigned')
+
+    def callback_accepted(self, caller, key, agent_id, skill):
+        """A caller who asks to be called back, and the agent who accepts the callback."""
+        c = self.call(caller)
+        _, iid = c.queue_via_menu(key, caller[-10:])
+        harness.wait_for(lambda: self.ix(iid).get('max_wait_reached'), 10, 'max_wait')
+        gather = c.wait_step(iid, pos=1).find('Gather')
+        self.assertIsNotNone(gather)
+        c.webhook(gather.get('action'), Digits='1')
+        c.status('completed', CallDuration='30')
+        token = self.agent(agent_id, skill, softphone='sip:%s@pbx.example.com' % agent_id)
+        self.accept(self.wait_state(iid, 'offered')['reservation'], token)
+        return iid
+
+    def test_callback_dialled_again_while_the_provider_is_busy(self):
+        # Twilio answers 429 when an account places calls faster than its limit, 5xx when
+        # it is in trouble: the callback is dialled again later, not dropped
+        self.provider.answers.put(429)
+        self.provider.answers.put(503)
+        iid = self.callback_accepted('+34600700031', '8', 'va-cbr1', 'cbr')
+        got = [self.provider.requests.get(timeout=20)['status'] for _ in range(3)]
+        self.assertEqual(got, [429, 503, 201])
+        harness.wait_for(lambda: self.ix(iid).get('callback_state') == 'dialed', 10, 'dialed')
+        self.assertTrue(self.provider.requests.empty())  # no further call once placed
+        types = [h['type'] for h in self.history(self.ix(iid)['case_id'])]
+        self.assertIn('voice.callback_dialed', types)
+        self.assertNotIn('voice.callback_failed', types)
+        # a refusal about the request itself (4xx) is final at once: one request, failed
+        self.provider.answers.put(400)
+        iid = self.callback_accepted('+34600700032', '8', 'va-cbr2', 'cbr')
+        self.assertEqual(self.provider.requests.get(timeout=20)['status'], 400)
+        harness.wait_for(lambda: self.ix(iid).get('callback_state') == 'failed', 10, 'failed')
+        time.sleep(3)  # longer than the first retry would wait
+        self.assertTrue(self.provider.requests.empty())
+        failed = [h for h in self.history(self.ix(iid)['case_id'])
+                  if h['type'] == 'voice.callback_failed']
+        self.assertEqual(len(failed), 1)
+        self.assertIn('HTTP 400', failed[0]['error'])
 
     # ---- CTI ----
 
