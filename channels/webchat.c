@@ -220,6 +220,17 @@ void webchat_identity_hash(const unsigned char *secret, size_t secret_len, const
     free(msg);
 }
 
+/* 32 hex digits (128 bits) of HMAC(key, what:context:client_id): a visitor or session id a
+ * retry with the same client_id finds again, and nobody without the key can predict. */
+static void derive_hex(const char *client_id, const char *context, const char *what, char out[33])
+{
+    char *msg = xasprintf("%s:%s:%s", what, context, client_id), mac[65];
+    hmac_hex(wc.key, wc.key_len, msg, strlen(msg), mac);
+    free(msg);
+    memcpy(out, mac, 32);
+    out[32] = '\0';
+}
+
 static void random_hex(char *out, size_t bytes)
 {
     unsigned char raw[32];
@@ -455,6 +466,7 @@ struct new_session {
     char *token;
     char topic[33];
     bool verified;
+    bool retryable; /* a client_id was given: the same request again finds this session */
 };
 
 static void new_session_free(struct new_session *ns)
@@ -492,13 +504,16 @@ static void session_ingested(const struct ingest_result *res, void *arg)
     set_cookie(r, ns->token);
     char *ev = xasprintf("/v1/chat/sessions/%s/events", ns->session);
     json_t *out =
-        json_pack("{s:s,s:s,s:s,s:b,s:s,s:s,s:i}", "session", ns->session, "visitor_token",
+        json_pack("{s:s,s:s,s:s,s:b,s:s,s:s,s:i,s:b}", "session", ns->session, "visitor_token",
                   ns->token, "topic", ns->topic, "verified", ns->verified, "state",
-                  res->reservation && *res->reservation ? "offered" : "queued", "events", ev,
-                  "max_message", api_config()->webchat_max_message);
+                  res->duplicate ? "open"
+                  : res->reservation && *res->reservation ? "offered"
+                                                          : "queued",
+                  "events", ev, "max_message", api_config()->webchat_max_message, "duplicate",
+                  res->duplicate);
     free(ev);
     new_session_free(ns);
-    http_reply_json(r, 201, out);
+    http_reply_json(r, res->duplicate ? 200 : 201, out);
 }
 
 static void session_opened(const redisReply *reply, const char *err, void *arg)
@@ -605,8 +620,8 @@ static void create_session(struct http_req *r)
     json_t *body = http_body_json_object(r);
     if (!body)
         return;
-    static const char *const allowed[] = {"name",  "email",    "phone", "policy",
-                                          "topic", "identity", "page",  NULL};
+    static const char *const allowed[] = {"name",     "email", "phone",     "policy", "topic",
+                                          "identity", "page",  "client_id", NULL};
     struct new_session *ns = xcalloc(1, sizeof(*ns));
     ns->r = r;
     char *why = NULL;
@@ -624,6 +639,13 @@ static void create_session(struct http_req *r)
     const char *name = NULL, *page = NULL, *topic = NULL, *fields[3] = {NULL};
     static const char *const field_names[3] = {"email", "phone", "policy"};
     static const enum ident_kind field_kinds[3] = {IDENT_EMAIL, IDENT_PHONE, IDENT_POLICY};
+    const char *client_id = json_string_value(json_object_get(body, "client_id"));
+    if (!why && json_object_get(body, "client_id") &&
+        (!client_id || strlen(client_id) < 16 || !name_is_valid(client_id, CLIENT_ID_MAX))) {
+        why = xstrdup("client_id: 16 to 64 letters, digits, _ - . (random, one per chat the "
+                      "visitor starts)");
+        goto bad;
+    }
     if (!why && (opt_text(body, "name", IX_MAX_NAME, &name, &why) < 0 ||
                  opt_text(body, "page", 1000, &page, &why) < 0 ||
                  opt_text(body, "topic", 32, &topic, &why) < 0))
@@ -673,13 +695,23 @@ static void create_session(struct http_req *r)
         goto bad;
     }
 
-    /* the visitor: the one the token names, else a new one; the token is renewed */
-    if (!visitor_of(r, ns->visitor))
-        random_hex(ns->visitor, 16);
+    /* the visitor: the one the token names, else a new one; the token is renewed. With a
+     * client_id, a retry of a request whose answer was lost finds the same visitor and the
+     * same session (both derived from it under our key), so it opens no second chat. */
+    ns->retryable = client_id != NULL;
+    if (!visitor_of(r, ns->visitor)) {
+        if (client_id)
+            derive_hex(client_id, "", "visitor", ns->visitor);
+        else
+            random_hex(ns->visitor, 16);
+    }
     ns->token = webchat_token_mint(wc.key, wc.key_len, ns->visitor,
                                    now_ms() / 1000 + cfg->webchat_visitor_ttl);
     memcpy(ns->session, "S-", 2);
-    random_hex(ns->session + 2, 16);
+    if (client_id)
+        derive_hex(client_id, ns->visitor, "session", ns->session + 2);
+    else
+        random_hex(ns->session + 2, 16);
     snprintf(ns->topic, sizeof(ns->topic), "%s", wc.topics[t].name);
 
     struct interaction *ix = &ns->ix;
@@ -709,9 +741,10 @@ static void create_session(struct http_req *r)
         evhttp_connection_get_peer(r->evcon, &host, &port);
     char limit[16];
     snprintf(limit, sizeof(limit), "%d", cfg->webchat_ip_session_rate);
-    const char *argv[8] = {"open",    ns->session,      ns->visitor, host ? host : "-",
-                           ns->topic, name ? name : "", limit,       ns->verified ? "1" : "0"};
-    if (store_script(SCRIPT_CHAT, 8, argv, NULL, session_opened, ns) < 0) {
+    const char *argv[9] = {"open",    ns->session,      ns->visitor, host ? host : "-",
+                           ns->topic, name ? name : "", limit,       ns->verified ? "1" : "0",
+                           ns->retryable ? "1" : "0"};
+    if (store_script(SCRIPT_CHAT, 9, argv, NULL, session_opened, ns) < 0) {
         new_session_free(ns);
         http_reply_unavailable(r, store_status());
     }

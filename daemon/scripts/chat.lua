@@ -4,7 +4,8 @@
 -- chat:S:events with the same entry id (replay on Last-Event-ID); the ones the holding agent
 -- must see also go to that agent's stream. Messages are case history.
 -- ARGV[1] is the operation:
---   open S visitor ip topic name ip_session_limit verified   -> 'ok'
+--   open S visitor ip topic name ip_session_limit verified retryable -> 'ok', or 'again' when
+--        retryable (a client_id was given) and S is already this visitor's
 --   message S who auth text client_id visitor_rate             -> {entry id, interaction, dup}
 --   typing S who auth                                          -> 'ok' | 'ended'
 --   close S who auth                                           -> {'ok'|'ended', interaction, state}
@@ -91,9 +92,14 @@ end
 
 if op == 'open' then
   local S, visitor, ip, topic, name = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local limit, verified = tonumber(ARGV[7]), ARGV[8]
+  local limit, verified, retryable = tonumber(ARGV[7]), ARGV[8], ARGV[9] == '1'
   local skey = B .. 'chat:' .. S
-  if redis.call('EXISTS', skey) == 1 then return fail('ERR_CONFLICT', 'session exists') end
+  if redis.call('EXISTS', skey) == 1 then
+    -- the same client_id again from the same visitor: a retry, answered with the session
+    -- (the daemon then ingests again, which the interaction's idempotency key makes a no-op)
+    if retryable and redis.call('HGET', skey, 'visitor') == visitor then return 'again' end
+    return fail('ERR_CONFLICT', 'session exists')
+  end
   local rk = B .. 'chat:rate:ipS:' .. ip .. ':' .. math.floor(now / 3600000)
   local n = redis.call('INCR', rk)
   if n == 1 then redis.call('EXPIRE', rk, 7200) end

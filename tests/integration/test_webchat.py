@@ -281,6 +281,30 @@ class WebchatTest(ChatCase):
                              token=s['visitor_token'])
         self.assertEqual(len([e for e in t['events'] if e['type'] == 'chat.message']), 1)
 
+    def test_session_client_id_makes_a_retried_start_harmless(self):
+        # the answer to the first start was lost (the visitor has no token yet): the retry
+        # with the same client_id finds the same session, visitor and interaction
+        email = 'retry-%s@example.com' % self.ext('v')
+        cid = 'start-' + self.ext('c')
+        a, _ = self.open_session(email=email, client_id=cid)
+        self.assertFalse(a['duplicate'])
+        b, _ = self.open_session(expect=200, email=email, client_id=cid)
+        self.assertTrue(b['duplicate'])
+        self.assertEqual(b['session'], a['session'])
+        self.assertEqual(b['visitor_token'].split('.')[1], a['visitor_token'].split('.')[1])
+        iid = self.interaction_of(a['session'])
+        self.assertTrue(iid)
+        st, c, _ = self.d.get('/v1/cases/%s?limit=100' % self.d.get('/v1/interactions/' + iid)[1]['case_id'])
+        self.assertEqual(st, 200, c)
+        created = [h for h in c['history'] if h['type'] == 'interaction.received']
+        self.assertEqual(len(created), 1, c['history'])
+        # the same client_id from another visitor is another chat, and a short one is refused
+        other, _ = self.open_session(email=email, client_id=cid, _token=self.open_session()[0]['visitor_token'])
+        self.assertNotEqual(other['session'], a['session'])
+        st, err, _ = self.chat('POST', '/v1/chat/sessions', {'email': email, 'client_id': 'short'})
+        self.assertEqual(st, 400, err)
+        self.assertIn('client_id', err['error']['message'])
+
     def test_agent_conversation_and_visitor_stream(self):
         aid, tok = self.agent()
         s, _ = self.open_session(topic='claims')

@@ -230,6 +230,7 @@
 
   /* ---- conversation state ---- */
   const seen = new Set();          // event ids rendered
+  let startClientId = null;        // the client_id of the chat being started, until it is
   const pending = new Map();       // client_id -> <li> of a message not yet confirmed
   let outbox = [];                 // {client_id, text} waiting to be sent
   let sending = false;
@@ -469,8 +470,23 @@
       }
     }
     startBtn.disabled = true;
+    // one client_id per chat the visitor starts: a retry of a request whose answer was lost
+    // (network, 503) finds the same session instead of opening a second one
+    if (!startClientId) startClientId = randomId();
+    body.client_id = startClientId;
     try {
-      const s = await call('POST', 'sessions', body);
+      let s = null;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          s = await call('POST', 'sessions', body);
+          break;
+        } catch (err) {
+          const passing = err.status === undefined || err.status === 502 || err.status === 503 || err.status === 504;
+          if (!passing || attempt >= 3) throw err;
+          await new Promise((ok) => setTimeout(ok, 1000 * (attempt + 1)));
+        }
+      }
+      startClientId = null;
       saved = { session: s.session, token: s.visitor_token };
       save();
       showConversation();
