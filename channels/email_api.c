@@ -10,6 +10,7 @@
  *
  * Replies and acknowledgements are queued by one email_reply.lua call each; the Message-ID
  * is made here so the caller learns it at once. */
+#include <ctype.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -246,9 +247,12 @@ static void reply_queued(const redisReply *reply, const char *err, void *arg)
         http_reply_error(r, 500, "internal", "unexpected storage reply");
         return;
     }
-    email_outbox_kick();
-    http_reply_json(r, 202, json_pack("{s:s,s:s}", "message_id", reply->element[0]->str,
-                                      "status", "queued"));
+    bool duplicate = strcmp(reply->element[1]->str ? reply->element[1]->str : "", "duplicate") == 0;
+    if (!duplicate)
+        email_outbox_kick();
+    http_reply_json(r, duplicate ? 200 : 202,
+                    json_pack("{s:s,s:s,s:b}", "message_id", reply->element[0]->str, "status",
+                              "queued", "duplicate", duplicate));
 }
 
 static unsigned char *base64_decode(const char *in, size_t inlen, size_t *outlen)
@@ -398,6 +402,9 @@ static void reply_stored(void *arg, bool ran)
     json_t *cc = json_object_get(j->obj, "cc");
     if (json_is_array(cc) && json_array_size(cc) > 0)
         json_object_set(args, "cc", cc);
+    json_t *cid = json_object_get(j->obj, "client_id");
+    if (json_is_string(cid))
+        json_object_set(args, "client_id", cid);
     if (queue_reply(r->params[0], r->auth_sha, args, reply_queued, r) < 0)
         http_reply_unavailable(r, store_status());
     json_decref(args);
@@ -485,6 +492,18 @@ static bool reply_cc_valid(json_t *cc)
     return true;
 }
 
+/* A reply's client_id: the desktop's id for one message the agent wrote. */
+static bool client_id_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 8 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_-.", s[i]))
+            return false;
+    return true;
+}
+
 static void post_reply(struct http_req *r)
 {
     if (!id_is_valid(r->params[0], 'I')) {
@@ -498,7 +517,8 @@ static void post_reply(struct http_req *r)
     json_t *v;
     json_object_foreach(obj, k, v)
     {
-        if (strcmp(k, "body") != 0 && strcmp(k, "attachments") != 0 && strcmp(k, "cc") != 0) {
+        if (strcmp(k, "body") != 0 && strcmp(k, "attachments") != 0 && strcmp(k, "cc") != 0 &&
+            strcmp(k, "client_id") != 0) {
             http_reply_error(r, 400, "invalid_field", "%.40s: unknown field", k);
             json_decref(obj);
             return;
@@ -510,6 +530,13 @@ static void post_reply(struct http_req *r)
         !text_is_clean_utf8(json_string_value(body), json_string_length(body))) {
         http_reply_error(r, 400, "invalid_field", "body: required text of at most %d bytes",
                          EMAIL_REPLY_BODY_MAX);
+        json_decref(obj);
+        return;
+    }
+    json_t *cid = json_object_get(obj, "client_id");
+    if (cid && !client_id_valid(json_string_value(cid))) {
+        http_reply_error(r, 400, "invalid_field",
+                         "client_id: 8 to 64 letters, digits, _ - . (one per message written)");
         json_decref(obj);
         return;
     }

@@ -1,12 +1,14 @@
 -- email_reply.lua: queue one outbound email on the case of an inbound email interaction.
 -- ARGV[1] interaction id, ARGV[2] token sha ('' = admin), ARGV[3] JSON {mode = 'agent' |
--- 'ack' | 'transcript', body, cc (mode agent: addresses to copy), attachments = [{sha256, filename, content_type}], message_id
+-- 'ack' | 'transcript', body, cc (mode agent: addresses to copy), client_id (mode agent: a
+-- retry with it gets the message already queued), attachments = [{sha256, filename, content_type}], message_id
 -- (made by the daemon), ack_rate (seconds, mode ack)}. The message is built from the interaction: To is
 -- its Reply-To or From, From the mailbox it came in through, In-Reply-To its Message-ID,
 -- References its References plus that id, the subject "Re: ..." with the case token.
 -- Writes msgid:<id> -> case (so the customer's answer threads), msgout:<id> (the delivery
 -- state), the job on the outbox stream (email_smtp.c sends it), and the case history.
--- Returns {message_id, stream entry id} or {'', reason} when an acknowledgement is skipped.
+-- Returns {message_id, stream entry id}, {message_id, 'duplicate'} for a retried client_id, or
+-- {'', reason} when an acknowledgement is skipped.
 -- Mode 'transcript' (a web chat interaction; session, from, from_name): the chat's messages
 -- to the visitor's email, once per session, never to an automatic address.
 local ix_id, sha = ARGV[1], ARGV[2]
@@ -86,6 +88,7 @@ if a.mode == 'transcript' then
              'status', 'queued', 'kind', 'transcript', 'created_at', now, 'attempts', 0)
   local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', cjson.encode(job))
 redis.call('HSET', B .. 'msgout:' .. mid, 'entry', entry) -- erase.lua withdraws it unsent
+if retry_key then redis.call('SET', retry_key, mid, 'EX', 7 * 86400) end
   history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
                              'to', to, 'subject', subject, 'by', 'auto', 'text', 'chat transcript'})
   emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
@@ -95,10 +98,17 @@ if ix.channel ~= 'email' then return fail('ERR_INVALID', ix_id .. ' is not an em
 local meta = {}
 if ix.metadata and ix.metadata ~= '' then meta = cjson.decode(ix.metadata) end
 
+local retry_key = nil
 if a.mode == 'agent' then
   -- the agent holding the interaction, or an admin
   if sha ~= '' and not (ix.agent and agent_authorised(ix.agent, sha)) then
     return fail('ERR_FORBIDDEN', 'not your interaction')
+  end
+  -- the same client_id again (a retry whose answer was lost): the message already queued
+  if type(a.client_id) == 'string' and a.client_id ~= '' then
+    retry_key = B .. 'replyid:' .. ix_id .. ':' .. a.client_id
+    local queued = redis.call('GET', retry_key)
+    if queued then return {queued, 'duplicate'} end
   end
 else
   -- an automatic acknowledgement: never to automatic mail, only for a case this message
@@ -157,6 +167,7 @@ redis.call('HSET', B .. 'msgout:' .. mid, 'case', case_id, 'interaction', ix_id,
            'status', 'queued', 'kind', a.mode, 'created_at', now, 'attempts', 0)
 local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', text)
 redis.call('HSET', B .. 'msgout:' .. mid, 'entry', entry) -- erase.lua withdraws it unsent
+if retry_key then redis.call('SET', retry_key, mid, 'EX', 7 * 86400) end
 local hist = {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
               'to', to, 'subject', subject, 'by', a.mode == 'agent' and (ix.agent or 'admin') or 'auto',
               'text', string.sub(a.body or '', 1, 4000)}

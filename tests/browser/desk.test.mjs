@@ -252,7 +252,8 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       const raw = await until(() => received().find((m) => header(m, 'In-Reply-To') === CUSTOMER_MSGID), 'the reply at the SMTP server');
       assert.equal(header(raw, 'References').split(/\s+/).join(' '), '<older-desk@customer.example> ' + CUSTOMER_MSGID);
       assert.match(header(raw, 'To'), /marta\.home@customer\.example/);
-      assert.equal(header(raw, 'Cc'), '<broker@agency.example>, <adjuster@insurer.example>');
+      assert.deepEqual(header(raw, 'Cc').split(',').map((a) => a.trim().replace(/^<(.*)>$/, '$1')),
+        ['broker@agency.example', 'adjuster@insurer.example']);
       assert.match(header(raw, 'From'), /claims@insurer\.example/);
       assert.ok(header(raw, 'Subject').includes(`[#${caseId}]`), header(raw, 'Subject'));
       const att = attachmentBytes(raw, 'estimate.pdf');

@@ -345,6 +345,28 @@ class ThreadingTest(EmailCase):
         self.assertEqual(parts[0].get_filename(), 'formulario daños.pdf')
         self.assertEqual(parts[0].get_content(), doc)
 
+    def test_reply_client_id_makes_a_retry_harmless(self):
+        # the agent's desktop lost the answer and sends the same message again: one email
+        st, a, _ = self.inbound(message('r@customer.example', 'Claim', 'any news?', msgid('rt')))
+        self.assertEqual(st, 202, a)
+        body = {'body': 'Your claim is approved.', 'client_id': 'desk-msg-0001'}
+        st, first, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], body)
+        self.assertEqual(st, 202, first)
+        self.assertFalse(first['duplicate'])
+        st, again, _ = self.d.post('/v1/interactions/%s/reply' % a['id'], body)
+        self.assertEqual(st, 200, again)
+        self.assertTrue(again['duplicate'])
+        self.assertEqual(again['message_id'], first['message_id'])
+        self.received(first['message_id'])
+        queued = [h for h in self.history(a['case_id']) if h['type'] == 'email.queued']
+        self.assertEqual(len(queued), 1)
+        # another message (another client_id) is another email; a malformed id is refused
+        mid = self.reply(a['id'], 'One more thing.', client_id='desk-msg-0002')
+        self.assertNotEqual(mid, first['message_id'])
+        st, out, _ = self.d.post('/v1/interactions/%s/reply' % a['id'],
+                                 {'body': 'x', 'client_id': 'no spaces allowed'})
+        self.assertEqual(st, 400, out)
+
     def test_reply_with_copies(self):
         st, a, _ = self.inbound(message('m@customer.example', 'Quote', 'copy my broker',
                                         msgid('cc'), extra='Cc: broker@agency.example\n'))

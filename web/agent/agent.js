@@ -836,10 +836,18 @@
             content_base64: await readBase64(f),
           });
         }
-        const body = { body: text };
+        // one client_id per message written: sending the same message again after an error
+        // (the answer may have been lost, not the message) queues it at most once
+        const sameMessage = JSON.stringify([text, cc, files.map((f) => [f.name, f.size])]);
+        if (form.replyMessage !== sameMessage) {
+          form.replyMessage = sameMessage;
+          form.replyId = 'reply-' + randomId();
+        }
+        const body = { body: text, client_id: form.replyId };
         if (cc.length) body.cc = cc;
         if (attachments.length) body.attachments = attachments;
         const r = await O.api(S.token, 'POST', '/v1/interactions/' + it.id + '/reply', body);
+        form.replyMessage = form.replyId = null;
         form.elements.body.value = '';
         form.elements.files.value = '';
         clear(form.querySelector('.er-filelist'));
