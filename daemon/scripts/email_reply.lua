@@ -88,7 +88,6 @@ if a.mode == 'transcript' then
              'status', 'queued', 'kind', 'transcript', 'created_at', now, 'attempts', 0)
   local entry = redis.call('XADD', B .. 'outbox:email', '*', 'job', cjson.encode(job))
 redis.call('HSET', B .. 'msgout:' .. mid, 'entry', entry) -- erase.lua withdraws it unsent
-if retry_key then redis.call('SET', retry_key, mid, 'EX', 7 * 86400) end
   history_add(case_id, now, {'type', 'email.queued', 'interaction', ix_id, 'message_id', mid,
                              'to', to, 'subject', subject, 'by', 'auto', 'text', 'chat transcript'})
   emit(now, 'email.queued', nil, {interaction = ix_id, case = case_id, message_id = mid})
