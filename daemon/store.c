@@ -17,9 +17,10 @@
  * the connection so that it asks again. Until a primary answers, callers get 503.
  *
  * With [redis] ack_replicas, state-changing scripts are followed on the same connection by
- * WAIT N ack_timeout, one WAIT behind all those sent in one pass of the loop: each script's
- * reply is copied and handed to its callback only once WAIT says N replicas have it (else
- * "NOREPLICAS": 503, and the caller's retry is made harmless by the idempotency keys). */
+ * WAIT N ack_timeout, one WAIT out at a time behind all the scripts sent since the last
+ * one: each script's reply is copied and handed to its callback only once WAIT says N
+ * replicas have it (else "NOREPLICAS": 503, and the caller's retry is made harmless by the
+ * idempotency keys). */
 #include "omnicc/store.h"
 
 #include <arpa/inet.h>
@@ -81,6 +82,7 @@ struct conn {
      * behind them by wait_ev before the loop waits again */
     struct pending *batch;
     struct event *wait_ev;
+    bool wait_in_flight; /* a WAIT was sent and has not answered: the next one waits for it */
     char host[256]; /* where this connection goes: from the url, or from the sentinels */
     int port;
     bool resolving; /* an evdns lookup of host is under way */
@@ -274,10 +276,13 @@ static int pending_send(struct conn *c, struct pending *p, redisCallbackFn *fn)
     return 0;
 }
 
-/* The script p is covered by the next WAIT. All state-changing scripts sent in one loop
- * iteration share one WAIT, sent behind them before the loop waits again (wait_ev): WAIT
- * holds the connection until it returns, so one per script would serialise every write on
- * a replica round trip; one per batch costs one round trip per batch, adding no delay. */
+/* The script p is covered by the next WAIT. WAIT holds the connection until the replicas
+ * answer, and each WAIT is a round trip to them: one per script would serialise every write
+ * on it. So the scripts sent while no WAIT is out share one, sent behind them before the
+ * loop waits again (wait_ev); those sent while a WAIT is out (Redis runs them once it
+ * returns) share the next one, sent when it answers. Under load the batches grow and the
+ * replica round trips stay one at a time, instead of one per pass of the loop queued
+ * behind each other. */
 static void wait_join(struct conn *c, struct pending *p)
 {
     struct pending *w = c->batch;
@@ -285,7 +290,8 @@ static void wait_join(struct conn *c, struct pending *p)
         w = c->batch = xcalloc(1, sizeof(*w));
         w->script = -1;
         w->extra_ms = st.cfg->redis_ack_timeout;
-        event_active(c->wait_ev, EV_TIMEOUT, 0);
+        if (!c->wait_in_flight)
+            event_active(c->wait_ev, EV_TIMEOUT, 0);
     }
     if (w->n_members % 64 == 0)
         w->members = xrealloc(w->members, (size_t)(w->n_members + 64) * sizeof(*w->members));
@@ -308,7 +314,9 @@ static void on_wait_flush(evutil_socket_t fd, short what, void *arg)
     const char *av[3] = {"WAIT", n, t};
     long long len = redisFormatCommandArgv(&w->cmd, 3, av, NULL);
     w->cmdlen = len > 0 ? (size_t)len : 0;
-    if (len < 0 || !c->ac || pending_send(c, w, on_wait) < 0) {
+    if (len >= 0 && c->ac && pending_send(c, w, on_wait) == 0) {
+        c->wait_in_flight = true;
+    } else {
         /* the connection is going away: its scripts answer "unavailable", and any that
          * would still succeed is never acknowledged without the replicas' word */
         for (int i = 0; i < w->n_members; i++)
@@ -388,6 +396,9 @@ static void on_wait(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *reply = r;
     pending_unlink(c, w);
     head_progressed(c);
+    c->wait_in_flight = false;
+    if (c->batch) /* the scripts sent meanwhile: their WAIT now */
+        event_active(c->wait_ev, EV_TIMEOUT, 0);
     bool enough = reply && reply->type == REDIS_REPLY_INTEGER &&
                   reply->integer >= st.cfg->redis_ack_replicas;
     if (reply && !enough) {
@@ -746,6 +757,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         log_warn("%s: connection lost: %s", c->name, ac->errstr);
     c->ac = NULL;
     c->head = c->tail = NULL; /* every pending callback has fired with NULL */
+    c->wait_in_flight = false;
     c->drop_reason = NULL;
     set_state(c, STORE_DISCONNECTED, "redis unreachable");
     st.stats.reconnects++;
