@@ -525,6 +525,118 @@ class FaxTest(unittest.TestCase):
         self.assertNotIn('document', ix['metadata'])
         self.assertIn('fax.failed', [h['type'] for h in self.history(out['case'])])
 
+    # ---- the fax as a PDF ----
+
+    def pdf_pages(self, pdf):
+        """pdfinfo (poppler-utils) over a PDF: its page count and each page's size in points."""
+        path = os.path.join(self.tmp, 'got-%s.pdf' % uuid.uuid4().hex)
+        with open(path, 'wb') as f:
+            f.write(pdf)
+        out = subprocess.run(['pdfinfo', '-f', '1', '-l', '1000', path], capture_output=True,
+                             text=True, check=True).stdout
+        count = int([l for l in out.splitlines() if l.startswith('Pages:')][0].split()[1])
+        sizes = [tuple(float(v) for v in l.split(':', 1)[1].split()[0:3:2])
+                 for l in out.splitlines() if l.startswith('Page ') and ' size:' in l]
+        return count, sizes, path
+
+    def test_tiff_fax_as_pdf_at_its_physical_page_size(self):
+        for res in ('standard', 'fine'):
+            doc = self.doc('pdf3', [['PDF page %d' % (i + 1), 'line two'] for i in range(3)], res)
+            st, out, _ = self.gateway([('gateway_id', 'pdf-%s-%s' % (res, self.fid())),
+                                       ('from', '+34911000700')], doc)
+            self.assertEqual((st, out['pages']), (200, 3), out)
+            sha = out['document']
+            meta = self.interaction(out['interaction'])['metadata']['document']
+            # made after the acknowledgement by the workers, without being asked for
+            link = os.path.join(self.d.state_dir, 'attachments', sha[:2], sha + '.pdf')
+            deadline = time.time() + 30
+            while not os.path.exists(link) and time.time() < deadline:
+                time.sleep(0.1)
+            self.assertTrue(os.path.exists(link), link)
+            with open(link) as f:
+                made = f.read()
+            st, pdf, hdrs = self.d.request('GET', '/v1/attachments/%s/pdf' % sha, raw=True)
+            self.assertEqual((st, hdrs['content-type']), (200, 'application/pdf'), pdf[:200])
+            self.assertEqual(hdrs['x-omnicc-document'], made)
+            self.assertEqual(hashlib.sha256(pdf).hexdigest(), made)
+            # the same PDF is stored as an attachment like any other
+            st, stored, _ = self.d.request('GET', '/v1/attachments/' + made, raw=True)
+            self.assertEqual((st, stored), (200, pdf))
+            count, sizes, path = self.pdf_pages(pdf)
+            self.assertEqual((count, len(sizes)), (3, 3))
+            # each page as large as the paper: pixels over dots per inch, each way, in points
+            # (a standard page, half the lines of a fine one, is just as tall)
+            want = (meta['width'] / meta['dpi'][0] * 72, meta['height'] / meta['dpi'][1] * 72)
+            self.assertAlmostEqual(want[1], 842, delta=6)  # A4, as Ghostscript wrote it
+            for w, h in sizes:
+                self.assertAlmostEqual(w, want[0], delta=0.5)
+                self.assertAlmostEqual(h, want[1], delta=0.5)
+            # bi-level kept bi-level: one 1-bit image per page, the PDF about fax-sized
+            images = subprocess.run(['pdfimages', '-list', path], capture_output=True, text=True,
+                                    check=True).stdout.splitlines()[2:]
+            self.assertEqual(len(images), 3)
+            for line in images:
+                cols = line.split()
+                self.assertEqual((cols[2], cols[3], cols[4], cols[7]),
+                                 ('stencil', str(meta['width']), str(meta['height']), '1'), line)
+            self.assertLess(len(pdf), 3 * len(doc), (len(pdf), len(doc)))
+            # for the admin and agents only, like the document
+            self.assertEqual(self.d.request('GET', '/v1/attachments/%s/pdf' % sha, raw=True,
+                                            auth=False)[0], 401)
+        # a PDF fax is served as received
+        src = os.path.join(self.tmp, 'as-received.tif')
+        with open(src, 'wb') as f:
+            f.write(self.three_pages())
+        subprocess.run(['tiff2pdf', '-o', src + '.pdf', src], check=True)
+        with open(src + '.pdf', 'rb') as f:
+            received = f.read()
+        st, out, _ = self.gateway([('gateway_id', 'pdf-received-' + self.fid()),
+                                   ('from', '+34911000701')], received, filename='fax.pdf')
+        self.assertEqual(st, 200, out)
+        st, pdf, hdrs = self.d.request('GET', '/v1/attachments/%s/pdf' % out['document'], raw=True)
+        self.assertEqual((st, pdf, hdrs['x-omnicc-document']), (200, received, out['document']))
+        # no such document; not a document name
+        self.assertEqual(self.d.request('GET', '/v1/attachments/%s/pdf' % ('0' * 64), raw=True)[0], 404)
+        st, err, _ = self.d.request('GET', '/v1/attachments/nope/pdf')
+        self.assertEqual((st, err['error']['code']), (404, 'not_found'), err)
+
+    def test_pdf_pages_counted_by_poppler_with_object_streams(self):
+        src = os.path.join(self.tmp, 'objstm.tif')
+        with open(src, 'wb') as f:
+            f.write(self.three_pages())
+        subprocess.run(['tiff2pdf', '-o', src + '.pdf', src], check=True)
+        objstm = src + '-objstm.pdf'
+        subprocess.run(['qpdf', '--object-streams=generate', src + '.pdf', objstm], check=True)
+        with open(objstm, 'rb') as f:
+            pdf = f.read()
+        # the page objects and the page tree are inside compressed object streams: nothing a
+        # byte scanner could count is left in the file
+        self.assertIn(b'/ObjStm', pdf)
+        self.assertNotIn(b'/Page', pdf)
+        self.assertNotIn(b'/Count', pdf)
+        st, out, _ = self.gateway([('gateway_id', 'objstm-' + self.fid()), ('from', '+34911000710'),
+                                   ('pages', '1')], pdf, filename='fax.pdf')
+        self.assertEqual((st, out['status'], out['pages']), (200, 'received', 3), out)
+        self.assertEqual(self.interaction(out['interaction'])['metadata']['sender_pages'], 1)
+        # page images of it
+        st, png, _ = self.d.request('GET', '/v1/attachments/%s/pages/3.png' % out['document'], raw=True)
+        self.assertEqual((st, png[:4]), (200, b'\x89PNG'))
+        # refused documents are recorded as failed faxes, with why
+        locked = src + '-locked.pdf'
+        subprocess.run(['qpdf', '--encrypt', 'user-pw', 'owner-pw', '256', '--', src + '.pdf', locked],
+                       check=True)
+        with open(locked, 'rb') as f:
+            locked_pdf = f.read()
+        for name, body, why in (('locked', locked_pdf, 'PDF protected by a password'),
+                                ('damaged', b'%PDF-1.7\n' + os.urandom(4000), 'damaged PDF'),
+                                ('text', b'hello, not a fax', 'not a TIFF or PDF document')):
+            st, out, _ = self.gateway([('gateway_id', '%s-%s' % (name, self.fid())),
+                                       ('from', '+34911000711')], body, filename='fax.pdf')
+            self.assertEqual((st, out['status']), (200, 'failed'), (name, out))
+            ix = self.interaction(out['interaction'])
+            self.assertEqual(ix['metadata']['failure'], 'document refused: ' + why)
+            self.assertNotIn('document', ix['metadata'])
+
     # ---- outbound ----
 
     def test_outbound_fax_retried_sent_and_delivered(self):
