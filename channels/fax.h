@@ -170,6 +170,26 @@ int fax_media_verify(const char *secret, const char *sha, const char *expires, c
 /* GET /v1/fax/media/{sha256}?expires=&sig= (fax_out.c) */
 void fax_out_media(struct http_req *r);
 
+/* ---- HylaFAX's clients as child processes (fax_hylafax.c) ---- */
+
+/* exit_code: the client's exit status, -1 when it was killed (timeout) or died by a signal;
+ * out: what it printed (stdout and stderr, at most 64 KiB). Runs on the loop thread. */
+typedef void fax_proc_done_fn(void *arg, int exit_code, const char *out);
+/* Start argv[0] (found on PATH) with argv, no shell, stdin /dev/null, HOME at omniccd's
+ * HylaFAX settings; done runs exactly once. 0, or -1 (errno; done never runs). */
+int fax_proc_run(const char *const argv[], int timeout_s, fax_proc_done_fn *done, void *arg);
+/* Write state_dir/hylafax/.hylarc (passive mode, the job format) and remember base. */
+int fax_hylafax_init(struct event_base *base, const char *state_dir, char **err);
+void fax_hylafax_stop(void);
+/* A dial string HylaFAX gets: "+" then 3 to 20 digits, or digits only. */
+bool fax_hylafax_number_ok(const char *to);
+/* The job id in sendfax's "request id is N (group id N) ...", or -1. */
+long fax_hylafax_job_id(const char *out);
+/* faxstat's job lines in omniccd's JobFmt "%j|%a|%s" (id, state letter, status text): fn for
+ * each; the count. */
+typedef void fax_hylafax_job_fn(void *arg, long id, char state, const char *status);
+int fax_hylafax_parse_status(const char *out, fax_hylafax_job_fn *fn, void *arg);
+
 /* ---- fax-to-email: fax.c receives, fax_mail.c reads the message ---- */
 
 /* One fax that arrived by mail: the message's id (the idempotency key), the sending number

@@ -6,7 +6,8 @@
  *   1  a Telnyx webhook "TIMESTAMP\nSIGNATURE\nBODY": the Ed25519 check, then the event
  *   2  a document on its own (TIFF/PDF inspection; an accepted TIFF is then made into a
  *      PDF, at most 3 pages)
- *   3  OCR text: policy numbers, case tokens, phone numbers (with and without labels)
+ *   3  OCR text: policy numbers, case tokens, phone numbers (with and without labels); the
+ *      same bytes as sendfax's and faxstat's output (HylaFAX job id, job lines)
  * Built with clang as a libFuzzer binary (tests/fuzz/meson.build); with any compiler the
  * seed corpus (corpus/fax/) is replayed by driver.c in the 'fuzz-smoke' suite. */
 #include <stdbool.h>
@@ -34,6 +35,14 @@ static char *nextline(char **s)
         *s = NULL;
     }
     return line ? line : "";
+}
+
+static void count_job(void *arg, long id, char state, const char *status)
+{
+    (void)arg;
+    (void)id;
+    (void)state;
+    (void)status;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -97,6 +106,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct fax_found found;
         fax_find_identifiers(buf, false, &found);
         fax_find_identifiers(buf, true, &found);
+        /* what HylaFAX's clients print is read the same way (fax_hylafax.c) */
+        (void)fax_hylafax_job_id(buf);
+        (void)fax_hylafax_number_ok(buf);
+        (void)fax_hylafax_parse_status(buf, count_job, NULL);
     }
     free(buf);
     return 0;

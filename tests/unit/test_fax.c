@@ -287,6 +287,51 @@ static void test_tiff_to_pdf(void **state)
     free(tif);
 }
 
+struct seen {
+    long id[4];
+    char state[4];
+    char status[4][64];
+    int n;
+};
+
+static void seen_job(void *arg, long id, char state, const char *status)
+{
+    struct seen *s = arg;
+    s->id[s->n] = id;
+    s->state[s->n] = state;
+    snprintf(s->status[s->n], sizeof(s->status[0]), "%s", status);
+    s->n++;
+}
+
+/* what sendfax and faxstat print (HylaFAX 6.0.7, omniccd's JobFmt "%j|%a|%s") */
+static void test_hylafax_output(void **state)
+{
+    assert_int_equal(fax_hylafax_job_id("request id is 17 (group id 17) for host 127.0.0.1 "
+                                        "(1 file)\n"),
+                     17);
+    assert_int_equal(fax_hylafax_job_id("460 Failed to submit job 3: Unspecified reason\n"), -1);
+    assert_int_equal(fax_hylafax_job_id("request id is x"), -1);
+    assert_true(fax_hylafax_number_ok("+34911000901"));
+    assert_true(fax_hylafax_number_ok("5551234"));
+    assert_false(fax_hylafax_number_ok("+34 911"));
+    assert_false(fax_hylafax_number_ok("-h"));
+    assert_false(fax_hylafax_number_ok("12"));
+    assert_false(fax_hylafax_number_ok("+34911;id"));
+    const char *out = "HylaFAX scheduler on vm: Running\n\nJID |State|Status\n"
+                      "1   |W|\n\nJID |State|Status\n2   |F|Job aborted by request\n"
+                      "3   |D|\r\nnot|a|line\n";
+    struct seen s = {0};
+    assert_int_equal(fax_hylafax_parse_status(out, seen_job, &s), 3);
+    assert_int_equal(s.id[0], 1);
+    assert_int_equal(s.state[0], 'W');
+    assert_int_equal(s.id[1], 2);
+    assert_int_equal(s.state[1], 'F');
+    assert_string_equal(s.status[1], "Job aborted by request");
+    assert_int_equal(s.id[2], 3);
+    assert_int_equal(s.state[2], 'D');
+    assert_string_equal(s.status[2], "");
+}
+
 static void test_identifiers(void **state)
 {
     char *err = NULL;
@@ -351,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_telnyx_signature),  cmocka_unit_test(test_telnyx_event),
         cmocka_unit_test(test_documents),         cmocka_unit_test(test_identifiers),
         cmocka_unit_test(test_fax_mail_number),   cmocka_unit_test(test_tiff_to_pdf),
+        cmocka_unit_test(test_hylafax_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
