@@ -30,6 +30,7 @@
 #include "omnicc/attachments.h"
 #include "omnicc/config.h"
 #include "omnicc/curl_loop.h"
+#include "omnicc/filestore.h"
 #include "omnicc/http.h"
 #include "omnicc/identity.h"
 #include "omnicc/ingest.h"
@@ -152,6 +153,16 @@ static void reply_error_free(struct fax_in *f, int status, const char *code, con
     fax_in_free(f);
 }
 
+/* The PDF of a TIFF fax, made after the acknowledgement (the route makes it when asked for
+ * first, so a full queue or a stop costs nothing but time). */
+static void pdf_made(void *arg, const char *ix_id, int rc, const struct fax_pdf *pdf)
+{
+    if (rc < 0)
+        log_warn("fax: %s: no PDF of the document: %s", ix_id, pdf->err);
+    else if (pdf->made)
+        log_debug("fax: %s: PDF %s made (%d pages)", ix_id, pdf->sha, pdf->pages);
+}
+
 static void recorded(const redisReply *reply, const char *err, void *arg)
 {
     struct fax_in *f = arg;
@@ -170,6 +181,10 @@ static void recorded(const redisReply *reply, const char *err, void *arg)
         }
         free(path);
     }
+    if (f->have_doc && strcmp(f->info.type, "tiff") == 0 &&
+        !fax_pdf_submit(fx.cfg->state_dir, f->sha, fx.cfg->fax_max_pages, f->ix_id, false, pdf_made,
+                        NULL))
+        log_warn("fax: %s: its PDF is made when first asked for (workers busy)", f->ix_id);
     json_t *out = json_pack("{s:b,s:s,s:s,s:b,s:s}", "ok", 1, "interaction", f->ix_id, "case",
                             f->case_id, "duplicate", 0, "status", f->status);
     if (f->have_doc) {
@@ -217,51 +232,84 @@ static void ingested(const struct ingest_result *res, void *arg)
 
 static void fax_ingest(struct fax_in *f);
 
-/* The document is on disk (fsynced, filestore.h) or could not be stored. */
-static void doc_stored(void *arg, const char *sha, const char *err)
+/* One document checked and stored on a file store worker (filestore_run): the inspection
+ * (libtiff, poppler) and the durable write both stay off the loop thread. While the job
+ * runs the worker reads f->doc, f->doc_name and writes f->info and f->sha; the loop does
+ * not touch f until doc_checked. */
+struct doc_check {
+    struct fax_in *f;
+    char *state_dir;
+    int max_pages;
+    const char *why; /* the document was refused (static text) */
+    char *err;       /* it could not be stored */
+};
+
+static void doc_check_work(void *arg)
 {
-    struct fax_in *f = arg;
-    free(f->doc); /* lent to the file store until now */
-    f->doc = NULL;
-    if (err) {
-        log_error("fax: %s: cannot store the document: %s", f->ext_id, err);
-        reply_error_free(f, 503, NULL, "cannot store the document");
+    struct doc_check *c = arg;
+    struct fax_in *f = c->f;
+    if (fax_doc_inspect(f->doc, f->doc_len, c->max_pages, &f->info, &c->why) < 0)
         return;
+    const char *name = f->doc_name                        ? f->doc_name
+                       : strcmp(f->info.type, "pdf") == 0 ? "fax.pdf"
+                                                          : "fax.tif";
+    (void)attachment_put(c->state_dir, f->doc, f->doc_len, NULL, f->info.mime, name, f->sha,
+                         &c->err);
+}
+
+/* Back on the loop: the document is checked and on disk (fsynced), refused, or could not be
+ * stored. Only a stored document is ingested with it; a refused one is recorded as a failed
+ * fax. */
+static void doc_checked(void *arg, bool ran)
+{
+    struct doc_check *c = arg;
+    struct fax_in *f = c->f;
+    free(f->doc);
+    f->doc = NULL;
+    if (!ran || c->err) {
+        log_error("fax: %s: cannot store the document: %s", f->ext_id,
+                  ran ? c->err : "shutting down");
+        reply_error_free(f, 503, NULL, "cannot store the document");
+    } else if (c->why) {
+        /* recorded on the case (someone calls the sender back), not routed as a document */
+        log_warn("fax: %s: document refused: %s", f->ext_id, c->why);
+        f->status = "failed";
+        free(f->failure);
+        f->failure = xasprintf("document refused: %s", c->why);
+        fax_ingest(f);
+    } else {
+        f->have_doc = true;
+        fax_ingest(f);
     }
-    snprintf(f->sha, sizeof(f->sha), "%s", sha);
-    f->have_doc = true;
-    fax_ingest(f);
+    free(c->err);
+    free(c->state_dir);
+    free(c);
 }
 
 /* Check and store the document, build the interaction, ingest. Takes f. The document is
- * written and fsynced off the loop thread; the fax is ingested (and so answered) only once
- * it is durably stored. */
+ * inspected, written and fsynced off the loop thread; the fax is ingested (and so
+ * answered) only once it is checked and durably stored. */
 static void fax_receive(struct fax_in *f)
 {
     const struct config *cfg = fx.cfg;
+    if (f->doc && (long long)f->doc_len <= cfg->fax_max_document) {
+        struct doc_check *c = xcalloc(1, sizeof(*c));
+        c->f = f;
+        c->state_dir = xstrdup(cfg->state_dir);
+        c->max_pages = cfg->fax_max_pages;
+        if (filestore_run(doc_check_work, doc_checked, c) < 0) {
+            free(c->state_dir);
+            free(c);
+            log_error("fax: %s: cannot store the document: file store busy", f->ext_id);
+            reply_error_free(f, 503, NULL, "cannot store the document");
+        }
+        return;
+    }
     if (f->doc) {
-        const char *why = NULL;
-        if ((long long)f->doc_len > cfg->fax_max_document)
-            why = "document larger than [fax] max_document";
-        else if (fax_doc_inspect(f->doc, f->doc_len, cfg->fax_max_pages, &f->info, &why) == 0) {
-            /* f->doc is lent to the file store until doc_stored runs */
-            if (attachment_put_async(cfg->state_dir, f->doc, f->doc_len, NULL, f->info.mime,
-                                     f->doc_name ? f->doc_name
-                                     : strcmp(f->info.type, "pdf") == 0 ? "fax.pdf"
-                                                                         : "fax.tif",
-                                     doc_stored, f) < 0) {
-                log_error("fax: %s: cannot store the document: file store busy", f->ext_id);
-                reply_error_free(f, 503, NULL, "cannot store the document");
-            }
-            return;
-        }
-        if (why) {
-            /* recorded on the case (someone calls the sender back), not routed as a document */
-            log_warn("fax: %s: document refused: %s", f->ext_id, why);
-            f->status = "failed";
-            free(f->failure);
-            f->failure = xasprintf("document refused: %s", why);
-        }
+        log_warn("fax: %s: document refused: larger than [fax] max_document", f->ext_id);
+        f->status = "failed";
+        free(f->failure);
+        f->failure = xstrdup("document refused: document larger than [fax] max_document");
         free(f->doc);
         f->doc = NULL;
     } else if (strcmp(f->status, "failed") != 0) {
@@ -832,8 +880,10 @@ static void ocr_done(const char *ix_id, const char *text, const char *err, doubl
 
 struct page_req {
     struct http_req *r;
-    int page;
+    int page; /* from 1; 0: the whole document as a PDF (GET .../pdf) */
 };
+
+static void pdf_render(struct http_req *r);
 
 static void page_rendered(void *arg, const unsigned char *png, size_t len, const char *err)
 {
@@ -855,6 +905,11 @@ static void page_render(struct http_req *r)
 {
     struct page_req *p = r->data;
     r->data = NULL;
+    if (p->page == 0) {
+        free(p);
+        pdf_render(r);
+        return;
+    }
     if (!fax_page_submit(fx.cfg->state_dir, r->params[0], p->page, page_rendered, p)) {
         free(p);
         http_reply_unavailable(r, "page rendering is busy");
@@ -879,6 +934,28 @@ static void page_token_checked(const redisReply *reply, const char *err, void *a
     page_render(r);
 }
 
+/* Page n (0: the PDF) for the admin, or for a token that belongs to some agent (as for the
+ * document itself). */
+static void page_or_pdf(struct http_req *r, int n)
+{
+    struct page_req *p = xcalloc(1, sizeof(*p));
+    p->r = r;
+    p->page = n;
+    r->data = p;
+    if (r->is_admin) {
+        page_render(r);
+        return;
+    }
+    char key[256];
+    snprintf(key, sizeof(key), "%stoken:%s", store_key_base(), r->auth_sha);
+    const char *argv[2] = {"GET", key};
+    if (store_command(2, argv, NULL, page_token_checked, r) < 0) {
+        free(p);
+        r->data = NULL;
+        http_reply_unavailable(r, store_status());
+    }
+}
+
 static void page_png(struct http_req *r)
 {
     const char *sha = r->params[0], *name = r->params[1];
@@ -889,23 +966,48 @@ static void page_png(struct http_req *r)
         http_reply_error(r, 404, "not_found", "no such page: /v1/attachments/{sha256}/pages/{n}.png");
         return;
     }
-    struct page_req *p = xcalloc(1, sizeof(*p));
-    p->r = r;
-    p->page = (int)n;
-    r->data = p;
-    if (r->is_admin) {
-        page_render(r);
+    page_or_pdf(r, (int)n);
+}
+
+/* ---- GET /v1/attachments/{sha256}/pdf: the fax as a PDF, for the agent desktop ---- */
+
+static void pdf_ready(void *arg, const char *ix_id, int rc, const struct fax_pdf *pdf)
+{
+    struct http_req *r = arg;
+    if (rc == FAX_PDF_NOT_FOUND) {
+        http_reply_error(r, 404, "not_found", "%s", pdf->err);
+    } else if (rc == FAX_PDF_UNREADABLE) {
+        http_reply_error(r, 422, "unreadable_document", "%s", pdf->err);
+    } else if (rc < 0) {
+        log_error("fax: PDF of %s: %s", r->params[0], pdf->err);
+        http_reply_unavailable(r, pdf->err);
+    } else {
+        if (r->req) {
+            struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+            evhttp_add_header(h, "Content-Security-Policy", "default-src 'none'; sandbox");
+            evhttp_add_header(h, "Cache-Control", "private, max-age=86400");
+            evhttp_add_header(h, "Content-Disposition", "inline; filename=\"fax.pdf\"");
+            /* the PDF's own name in the store (the document's itself for a PDF fax) */
+            evhttp_add_header(h, "X-Omnicc-Document", pdf->sha);
+        }
+        http_reply_raw(r, 200, "application/pdf", (const char *)pdf->data, pdf->len);
+    }
+}
+
+static void pdf_render(struct http_req *r)
+{
+    if (!fax_pdf_submit(fx.cfg->state_dir, r->params[0], fx.cfg->fax_max_pages, NULL, true,
+                        pdf_ready, r))
+        http_reply_unavailable(r, "PDF rendering is busy");
+}
+
+static void pdf_get(struct http_req *r)
+{
+    if (!attachment_sha_valid(r->params[0])) {
+        http_reply_error(r, 404, "not_found", "no such document: /v1/attachments/{sha256}/pdf");
         return;
     }
-    /* an agent token: it must belong to some agent (as for the document itself) */
-    char key[256];
-    snprintf(key, sizeof(key), "%stoken:%s", store_key_base(), r->auth_sha);
-    const char *argv[2] = {"GET", key};
-    if (store_command(2, argv, NULL, page_token_checked, r) < 0) {
-        free(p);
-        r->data = NULL;
-        http_reply_unavailable(r, store_status());
-    }
+    page_or_pdf(r, 0);
 }
 
 /* ---- GET /v1/fax/stats (admin): counters for operators and tests ---- */
@@ -1065,6 +1167,7 @@ static const struct http_route fax_routes[] = {
      "application/json", NULL, false},
     {EVHTTP_REQ_GET, "/v1/attachments/{sha256}/pages/{n}", HTTP_AUTH_AGENT, page_png, NULL,
      "/v1/attachments/{sha256}/pages/{n}.png", false},
+    {EVHTTP_REQ_GET, "/v1/attachments/{sha256}/pdf", HTTP_AUTH_AGENT, pdf_get, NULL, NULL, false},
     {0, NULL, 0, NULL, NULL, NULL, false},
 };
 

@@ -1,11 +1,14 @@
 /* fax.h - the fax channel (docs/FAX.md). Files sharing this header:
  *   fax_wire.c  what arrives on the wire, with no I/O: multipart/form-data (GMime), the
  *               Phaxio signature (HMAC-SHA1), the Telnyx signature (Ed25519), the Telnyx
- *               JSON event, the document check (TIFF through libtiff, PDF), identifiers on
- *               a cover sheet's OCR text. Fuzzed (tests/fuzz/fuzz_fax.c).
+ *               JSON event, the document check (TIFF through libtiff, PDF through
+ *               poppler), identifiers on a cover sheet's OCR text. Fuzzed
+ *               (tests/fuzz/fuzz_fax.c).
  *   fax.c       the [fax] configuration, the routes (Phaxio, Telnyx, on-premises gateways),
  *               the ingest of one received fax, the media download, the fax script.
- *   fax_ocr.c   the OCR worker pool (libtesseract, off the loop thread).
+ *   fax_ocr.c   the OCR worker pool (libtesseract, off the loop thread), which also renders
+ *               page images and makes the PDFs of TIFF faxes.
+ *   fax_pdf.c   a TIFF fax as a PDF (libtiff + cairo's PDF surface), stored beside it.
  * A fax is an interaction of channel "fax" whose external_id is "<provider>:<fax id>", so
  * provider retries never create a second one; the document is in the content-addressed
  * attachment store (include/omnicc/attachments.h), its sha256 in the interaction's metadata. */
@@ -101,10 +104,40 @@ struct fax_doc_info {
 };
 
 /* Identify the document and count its pages from its own structure (libtiff directories;
- * a PDF's page objects). 0, or -1 with *why (not a TIFF or PDF, damaged, more than
- * max_pages pages). */
+ * poppler's page tree of a PDF, object streams included). 0, or -1 with *why (static text:
+ * not a TIFF or PDF, damaged, more than max_pages pages). CPU-bound on large documents: for
+ * worker threads (fax.c runs it on the file store's), never the loop thread. */
 int fax_doc_inspect(const void *data, size_t len, int max_pages, struct fax_doc_info *info,
                     const char **why);
+
+/* A TIFF held in memory, opened read-only through libtiff (data must outlive it; TIFFClose
+ * frees the handle). NULL when it is not a readable TIFF. */
+struct tiff;
+struct tiff *fax_tiff_open(const void *data, size_t len);
+
+/* ---- a TIFF fax as a PDF (fax_pdf.c; blocking: worker threads only) ---- */
+
+/* Every page of a TIFF drawn onto a PDF page of its physical size (pixels / dpi, each way),
+ * bi-level pages as 1-bit image masks. malloc'd, or NULL with *err (static text). */
+unsigned char *fax_tiff_to_pdf(const unsigned char *data, size_t len, int max_pages,
+                               size_t *out_len, int *pages, const char **err);
+
+enum { FAX_PDF_NOT_FOUND = -1, FAX_PDF_UNREADABLE = -2, FAX_PDF_STORE = -3 };
+
+struct fax_pdf {
+    char sha[65];        /* the PDF's name in the attachment store */
+    unsigned char *data; /* its bytes when asked for (malloc'd) */
+    size_t len;
+    int pages;           /* when made now */
+    bool made;           /* made now, not found made before or received as a PDF */
+    const char *err;     /* static text on failure */
+};
+
+/* The PDF of the stored document sha: the document itself when it is a PDF; for a TIFF the
+ * PDF made before (the link file attachments/xx/<sha>.pdf names it), else made now, stored
+ * content-addressed and linked. 0, or FAX_PDF_* with out->err. */
+int fax_pdf_of(const char *state_dir, const char *sha, int max_pages, bool want_bytes,
+               struct fax_pdf *out);
 
 /* ---- identifiers on a cover sheet (fax_wire.c) ---- */
 
@@ -136,6 +169,26 @@ int fax_media_verify(const char *secret, const char *sha, const char *expires, c
                      long long now, const char **why);
 /* GET /v1/fax/media/{sha256}?expires=&sig= (fax_out.c) */
 void fax_out_media(struct http_req *r);
+
+/* ---- HylaFAX's clients as child processes (fax_hylafax.c) ---- */
+
+/* exit_code: the client's exit status, -1 when it was killed (timeout) or died by a signal;
+ * out: what it printed (stdout and stderr, at most 64 KiB). Runs on the loop thread. */
+typedef void fax_proc_done_fn(void *arg, int exit_code, const char *out);
+/* Start argv[0] (found on PATH) with argv, no shell, stdin /dev/null, HOME at omniccd's
+ * HylaFAX settings; done runs exactly once. 0, or -1 (errno; done never runs). */
+int fax_proc_run(const char *const argv[], int timeout_s, fax_proc_done_fn *done, void *arg);
+/* Write state_dir/hylafax/.hylarc (passive mode, the job format) and remember base. */
+int fax_hylafax_init(struct event_base *base, const char *state_dir, char **err);
+void fax_hylafax_stop(void);
+/* A dial string HylaFAX gets: "+" then 3 to 20 digits, or digits only. */
+bool fax_hylafax_number_ok(const char *to);
+/* The job id in sendfax's "request id is N (group id N) ...", or -1. */
+long fax_hylafax_job_id(const char *out);
+/* faxstat's job lines in omniccd's JobFmt "%j|%a|%s" (id, state letter, status text): fn for
+ * each; the count. */
+typedef void fax_hylafax_job_fn(void *arg, long id, char state, const char *status);
+int fax_hylafax_parse_status(const char *out, fax_hylafax_job_fn *fn, void *arg);
 
 /* ---- fax-to-email: fax.c receives, fax_mail.c reads the message ---- */
 
@@ -198,6 +251,13 @@ bool fax_page_submit(const char *state_dir, const char *sha, int page, fax_page_
  * aspect ratio (malloc'd), or NULL with *err. */
 unsigned char *fax_render_page(const unsigned char *data, size_t len, int page, size_t *out_len,
                                char **err);
+/* The PDF of a stored document (fax_pdf_of) made or found by the same workers; cb runs on the
+ * loop thread with ix_id (copied, may be NULL), rc and pdf (borrowed). want_bytes: someone is
+ * waiting (ahead of the OCR backlog), else only made and stored. false when the pool is busy
+ * or stopped (then cb never runs). */
+typedef void fax_pdf_done_fn(void *arg, const char *ix_id, int rc, const struct fax_pdf *pdf);
+bool fax_pdf_submit(const char *state_dir, const char *sha, int max_pages, const char *ix_id,
+                    bool want_bytes, fax_pdf_done_fn *cb, void *arg);
 /* OCR of a TIFF held in memory, page 0 (for tests and the worker). */
 char *fax_ocr_tiff_page(void *api, const unsigned char *data, size_t len, char **err);
 

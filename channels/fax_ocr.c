@@ -4,7 +4,8 @@
  * several pages in parallel use the cores better than one page on all of them, and a busy
  * OCR never starves the loop). Results go back to the loop through a pipe; only the loop
  * talks to Redis. A fax is acknowledged and queued before its OCR: a daemon that stops with
- * faxes still waiting for OCR loses only the enrichment (logged), never the fax. */
+ * faxes still waiting for OCR loses only the enrichment (logged), never the fax. The same
+ * workers render page images and make the PDF of each TIFF fax (fax_pdf.c). */
 #include "fax.h"
 
 #include <cairo.h>
@@ -27,7 +28,7 @@
 
 #define OCR_MAX_FILE (64LL << 20)
 
-enum job_kind { JOB_OCR, JOB_PAGE };
+enum job_kind { JOB_OCR, JOB_PAGE, JOB_PDF };
 
 struct job {
     struct job *next;
@@ -42,6 +43,12 @@ struct job {
     size_t png_len;
     fax_page_done_fn *cb;
     void *arg;
+    /* JOB_PDF */
+    int max_pages;
+    bool want_bytes;
+    int rc;
+    struct fax_pdf pdf;
+    fax_pdf_done_fn *pdf_cb;
 };
 
 static struct {
@@ -66,6 +73,7 @@ static void job_free(struct job *j)
     free(j->sha);
     free(j->state_dir);
     free(j->png);
+    free(j->pdf.data);
     free(j);
 }
 
@@ -332,6 +340,8 @@ static void *worker(void *arg)
         j->next = NULL;
         if (j->kind == JOB_PAGE) {
             run_page(j);
+        } else if (j->kind == JOB_PDF) {
+            j->rc = fax_pdf_of(j->state_dir, j->sha, j->max_pages, j->want_bytes, &j->pdf);
         } else {
             if (!api) {
                 api = TessBaseAPICreate();
@@ -376,6 +386,8 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         pthread_mutex_unlock(&pool.mu);
         if (j->kind == JOB_PAGE)
             j->cb(j->arg, j->png, j->png_len, j->err);
+        else if (j->kind == JOB_PDF)
+            j->pdf_cb(j->arg, j->ix_id, j->rc, &j->pdf);
         else
             pool.done(j->ix_id, j->text, j->err, j->cpu_s);
         job_free(j);
@@ -455,6 +467,44 @@ bool fax_page_submit(const char *state_dir, const char *sha, int page, fax_page_
     pool.head = j;
     if (!pool.tail)
         pool.tail = j;
+    pool.queued++;
+    pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    return true;
+}
+
+bool fax_pdf_submit(const char *state_dir, const char *sha, int max_pages, const char *ix_id,
+                    bool want_bytes, fax_pdf_done_fn *cb, void *arg)
+{
+    if (!pool.running)
+        return false;
+    pthread_mutex_lock(&pool.mu);
+    /* someone waiting for it (want_bytes) may use the room kept for page images */
+    if (pool.queued >= pool.queue_max + (want_bytes ? 64 : 0)) {
+        pthread_mutex_unlock(&pool.mu);
+        return false;
+    }
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->kind = JOB_PDF;
+    j->state_dir = xstrdup(state_dir);
+    j->sha = xstrdup(sha);
+    j->max_pages = max_pages;
+    j->want_bytes = want_bytes;
+    j->ix_id = ix_id ? xstrdup(ix_id) : NULL;
+    j->pdf_cb = cb;
+    j->arg = arg;
+    if (want_bytes) { /* ahead of the backlog, as page images */
+        j->next = pool.head;
+        pool.head = j;
+        if (!pool.tail)
+            pool.tail = j;
+    } else {
+        if (pool.tail)
+            pool.tail->next = j;
+        else
+            pool.head = j;
+        pool.tail = j;
+    }
     pool.queued++;
     pthread_cond_signal(&pool.cv);
     pthread_mutex_unlock(&pool.mu);

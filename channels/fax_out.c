@@ -6,9 +6,12 @@
  * [fax] media_link_ttl seconds, to GET /v1/fax/media/{sha256} on this daemon's public_url,
  * from which Telnyx fetches the document; the file is read off the loop for it). A provider error leaves the entry pending, to be claimed again after
  * [fax] claim_idle seconds, up to send_attempts; the provider's status callback (Phaxio's
- * "sent" callbacks on POST /v1/fax/phaxio) lands on the case history (fax script). */
+ * "sent" callbacks on POST /v1/fax/phaxio) lands on the case history (fax script). With
+ * HylaFAX (fax_hylafax.c) sendfax submits the stored document and faxstat, every
+ * hylafax_poll seconds, reports the jobs HylaFAX has finished. */
 #include "fax.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -35,6 +38,11 @@ static struct {
     char consumer[96];
     int inflight;
     bool claiming, sweeping;
+    /* HylaFAX: the faxstat poll, and the jobs whose final status Redis has */
+    struct event *hf_timer;
+    bool hf_polling;
+    long *hf_final;
+    size_t hf_n_final;
 } out;
 
 /* ---- POST /v1/interactions/{id}/fax ---- */
@@ -273,6 +281,125 @@ static void phaxio_read(void *arg);
 static void phaxio_read_done(void *arg, bool ran);
 static void send_phaxio(struct sending *s);
 
+/* ---- HylaFAX: sendfax submits, faxstat follows (fax_hylafax.c runs them) ---- */
+
+static void hylafax_sent(void *arg, int code, const char *output)
+{
+    struct sending *s = arg;
+    if (!out.cfg) { /* shutting down: the entry stays pending for the next daemon */
+        sending_free(s);
+        return;
+    }
+    long job = code == 0 ? fax_hylafax_job_id(output) : -1;
+    if (job > 0) {
+        char pid[32];
+        snprintf(pid, sizeof(pid), "%ld", job);
+        log_info("fax: %s handed to HylaFAX (job %s)", s->id, pid);
+        report(s, "sent", pid, NULL);
+        return;
+    }
+    /* hfaxd unreachable, refusing, or slow: tried again after claim_idle (up to
+     * send_attempts); its first line says why, escaped for the log */
+    char why[200];
+    size_t n = strcspn(output, "\r\n");
+    snprintf(why, sizeof(why), "sendfax %s%s%.*s", code < 0 ? "killed or crashed" : "failed",
+             n ? ": " : "", (int)(n > 150 ? 150 : n), output);
+    for (char *c = why; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
+    log_warn("fax: %s: %s; tried again in %d s", s->id, why, out.cfg->fax_claim_idle);
+    report(s, "retry", NULL, why);
+}
+
+static void send_hylafax(struct sending *s, const char *to, const char *doc)
+{
+    const struct config *cfg = out.cfg;
+    if (!fax_hylafax_number_ok(to)) {
+        report(s, "failed", NULL, "not a number HylaFAX can dial");
+        return;
+    }
+    /* sendfax reads the stored file itself: the loop never opens it */
+    char *path = xasprintf("%s/attachments/%.2s/%s", cfg->state_dir, doc, doc);
+    const char *argv[] = {"sendfax", "-n", "-h", cfg->fax_hylafax_host, "-d", to, path, NULL};
+    if (fax_proc_run(argv, cfg->fax_hylafax_timeout, hylafax_sent, s) < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "cannot run sendfax (hylafax-client installed?): %s",
+                 strerror(errno));
+        log_error("fax: %s: %s", s->id, why);
+        report(s, "retry", NULL, why);
+    }
+    free(path);
+}
+
+static bool hf_is_final(long id)
+{
+    for (size_t i = 0; i < out.hf_n_final; i++)
+        if (out.hf_final[i] == id)
+            return true;
+    return false;
+}
+
+struct hf_status {
+    long id;
+};
+
+static void hf_recorded(const redisReply *reply, const char *err, void *arg)
+{
+    struct hf_status *st = arg;
+    /* recorded, already final, or not a fax of ours: never told again; an error: next poll */
+    if (!err && out.cfg) {
+        if (out.hf_n_final == 4096) /* forget the oldest half: the script is idempotent */
+            memmove(out.hf_final, out.hf_final + 2048,
+                    (out.hf_n_final -= 2048) * sizeof(long));
+        out.hf_final = xrealloc(out.hf_final, (out.hf_n_final + 1) * sizeof(long));
+        out.hf_final[out.hf_n_final++] = st->id;
+    }
+    free(st);
+}
+
+/* One job line of faxstat: D (done) and F (failed) are final; the others still move. */
+static void hf_job(void *arg, long id, char state, const char *status)
+{
+    if ((state != 'D' && state != 'F') || hf_is_final(id))
+        return;
+    char pid[32];
+    snprintf(pid, sizeof(pid), "%ld", id);
+    json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "provider", "hylafax", "provider_id", pid,
+                          "status", state == 'D' ? "delivered" : "failed", "error",
+                          *status ? status : "failed");
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    struct hf_status *st = xcalloc(1, sizeof(*st));
+    st->id = id;
+    const char *argv[2] = {"out_status", text};
+    if (store_script(SCRIPT_FAX, 2, argv, NULL, hf_recorded, st) < 0)
+        free(st);
+    free(text);
+}
+
+static void hf_polled(void *arg, int code, const char *output)
+{
+    out.hf_polling = false;
+    if (!out.cfg)
+        return;
+    if (code != 0) {
+        log_warn("fax: faxstat on %s failed (exit %d); tried again in %d s",
+                 out.cfg->fax_hylafax_host, code, out.cfg->fax_hylafax_poll);
+        return;
+    }
+    fax_hylafax_parse_status(output, hf_job, NULL);
+}
+
+static void hf_poll(evutil_socket_t fd, short what, void *arg)
+{
+    if (out.hf_polling || !store_ready())
+        return;
+    const char *argv[] = {"faxstat", "-s", "-d", "-h", out.cfg->fax_hylafax_host, NULL};
+    out.hf_polling = fax_proc_run(argv, out.cfg->fax_hylafax_timeout, hf_polled, NULL) == 0;
+    if (!out.hf_polling)
+        log_warn("fax: cannot run faxstat: %s", strerror(errno));
+}
+
 static void send_one(const char *entry, const char *job_text)
 {
     const struct config *cfg = out.cfg;
@@ -306,6 +433,11 @@ static void send_one(const char *entry, const char *job_text)
     if (!id || !to || !attachment_sha_valid(doc)) {
         json_decref(job);
         report(s, "failed", NULL, "the job names no document");
+        return;
+    }
+    if (strcmp(cfg->fax_outbound, "hylafax") == 0) {
+        send_hylafax(s, to, doc);
+        json_decref(job);
         return;
     }
     s->state_dir = xstrdup(cfg->state_dir);
@@ -497,6 +629,12 @@ int fax_out_start(struct event_base *base, const struct config *cfg, char **err)
                      err) < 0 ||
             read_one(&out.media_secret, cfg->fax_media_secret_file, "media_secret_file", err) < 0)
             return -1;
+    } else if (strcmp(cfg->fax_outbound, "hylafax") == 0) {
+        if (fax_hylafax_init(base, cfg->state_dir, err) < 0)
+            return -1;
+        out.hf_timer = event_new(base, -1, EV_PERSIST, hf_poll, NULL);
+        struct timeval hv = {cfg->fax_hylafax_poll, 0};
+        event_add(out.hf_timer, &hv);
     } else {
         return 0;
     }
@@ -523,6 +661,10 @@ void fax_out_stop(void)
         event_free(out.timer);
     if (out.stuck_timer)
         event_free(out.stuck_timer);
+    if (out.hf_timer)
+        event_free(out.hf_timer);
+    free(out.hf_final);
+    fax_hylafax_stop();
     free(out.api_secret);
     free(out.telnyx_key);
     free(out.media_secret);

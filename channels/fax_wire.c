@@ -1,6 +1,6 @@
 /* fax_wire.c - the fax channel's wire formats, with no I/O (see fax.h): multipart/form-data
  * through GMime, the Phaxio and Telnyx signatures, the Telnyx event, the document check
- * (libtiff for TIFF, the page tree for PDF) and identifiers in OCR text. */
+ * (libtiff for TIFF, poppler for PDF) and identifiers in OCR text. */
 #include "fax.h"
 
 #include <ctype.h>
@@ -12,6 +12,7 @@
 #include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
+#include <poppler.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,6 +473,7 @@ static toff_t mt_seek(thandle_t h, toff_t off, int whence)
 
 static int mt_close(thandle_t h)
 {
+    free(h);
     return 0;
 }
 
@@ -508,13 +510,22 @@ static const char *fax_resolution(float yres)
     return "other";
 }
 
+TIFF *fax_tiff_open(const void *data, size_t len)
+{
+    pthread_once(&tiff_once, tiff_quiet);
+    struct memtiff *m = xmalloc(sizeof(*m));
+    *m = (struct memtiff){data, len, 0};
+    TIFF *t = TIFFClientOpen("fax", "rm", (thandle_t)m, mt_read, mt_write, mt_seek, mt_close,
+                             mt_size, mt_map, mt_unmap);
+    if (!t)
+        free(m); /* libtiff closes nothing it could not open */
+    return t;
+}
+
 static int inspect_tiff(const unsigned char *d, size_t len, int max_pages,
                         struct fax_doc_info *info, const char **why)
 {
-    pthread_once(&tiff_once, tiff_quiet);
-    struct memtiff m = {d, len, 0};
-    TIFF *t = TIFFClientOpen("fax", "rm", (thandle_t)&m, mt_read, mt_write, mt_seek, mt_close,
-                             mt_size, mt_map, mt_unmap);
+    TIFF *t = fax_tiff_open(d, len);
     if (!t) {
         *why = "damaged TIFF";
         return -1;
@@ -566,41 +577,40 @@ static const unsigned char *memfind(const unsigned char *h, size_t hl, const cha
     return nl <= hl ? memmem(h, hl, n, nl) : NULL;
 }
 
-/* Page objects ("/Type /Page", not "/Pages") counted in the file; with object streams
- * (PDF 1.5 compression) they are not visible, and the largest "/Count" of a page tree node
- * stands in; -1 when neither can be read. */
-static int pdf_pages(const unsigned char *d, size_t len, int max_pages)
+/* Pages counted by poppler, which reads the cross-reference table or stream, object streams
+ * (PDF 1.5 compression) and the page tree as a renderer does (and rebuilds a damaged
+ * cross-reference table the same way), so the count is that of the pages an agent sees.
+ * Parsing a large PDF takes time: this runs on worker threads, never the loop. */
+static int inspect_pdf(const unsigned char *d, size_t len, int max_pages, struct fax_doc_info *info,
+                       const char **why)
 {
-    int pages = 0;
-    const unsigned char *p = d, *end = d + len;
-    while ((p = memfind(p, (size_t)(end - p), "/Type", 5)) != NULL) {
-        p += 5;
-        while (p < end && (*p == ' ' || *p == '\r' || *p == '\n' || *p == '\t'))
-            p++;
-        if (end - p >= 5 && memcmp(p, "/Page", 5) == 0 &&
-            (end - p == 5 || !isalnum(p[5]))) {
-            if (++pages > max_pages)
-                return pages;
-        }
+    GBytes *bytes = g_bytes_new_static(d, len);
+    GError *ge = NULL;
+    PopplerDocument *doc = poppler_document_new_from_bytes(bytes, NULL, &ge);
+    g_bytes_unref(bytes);
+    if (!doc) {
+        bool locked = ge && ge->domain == POPPLER_ERROR && ge->code == POPPLER_ERROR_ENCRYPTED;
+        if (ge)
+            g_error_free(ge);
+        *why = locked ? "PDF protected by a password" : "damaged PDF";
+        return -1;
     }
-    if (pages > 0)
-        return pages;
-    long best = -1;
-    p = d;
-    while ((p = memfind(p, (size_t)(end - p), "/Count", 6)) != NULL) {
-        p += 6;
-        while (p < end && *p == ' ')
-            p++;
-        long v = 0;
-        int nd = 0;
-        while (p < end && isdigit(*p) && nd < 7) {
-            v = v * 10 + (*p++ - '0');
-            nd++;
-        }
-        if (nd > 0 && v > best)
-            best = v;
+    int pages = poppler_document_get_n_pages(doc);
+    g_object_unref(doc);
+    info->type = "pdf";
+    info->mime = "application/pdf";
+    info->pages = pages;
+    info->compression = "";
+    info->resolution = "";
+    if (pages > max_pages) {
+        *why = "too many pages";
+        return -1;
     }
-    return best > 100000 ? 100000 : (int)best;
+    if (pages <= 0) {
+        *why = "PDF without pages";
+        return -1;
+    }
+    return 0;
 }
 
 int fax_doc_inspect(const void *data, size_t len, int max_pages, struct fax_doc_info *info,
@@ -613,23 +623,9 @@ int fax_doc_inspect(const void *data, size_t len, int max_pages, struct fax_doc_
                      (d[0] == 'I' && d[1] == 'I' && d[2] == 43 && d[3] == 0) ||
                      (d[0] == 'M' && d[1] == 'M' && d[2] == 0 && d[3] == 43)))
         return inspect_tiff(d, len, max_pages, info, why);
-    const unsigned char *pdf = memfind(d, len < 1024 ? len : 1024, "%PDF-", 5);
-    if (pdf) {
-        info->type = "pdf";
-        info->mime = "application/pdf";
-        info->pages = pdf_pages(d, len, max_pages);
-        info->compression = "";
-        info->resolution = "";
-        if (info->pages > max_pages) {
-            *why = "too many pages";
-            return -1;
-        }
-        if (info->pages == 0) {
-            *why = "PDF without pages";
-            return -1;
-        }
-        return 0;
-    }
+    /* poppler looks for the header in the first 1024 bytes too */
+    if (memfind(d, len < 1024 ? len : 1024, "%PDF-", 5))
+        return inspect_pdf(d, len, max_pages, info, why);
     *why = "not a TIFF or PDF document";
     return -1;
 }

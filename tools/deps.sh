@@ -23,8 +23,13 @@ if [ "${1:-}" != "--run" ]; then
   PKGS="$PKGS tmux iproute2"
   # the systemd test: systemd-analyze verify and security on the unit
   PKGS="$PKGS systemd"
-  # the fax tests: fax pages made with Ghostscript, tiff2pdf, Ed25519 signing in Python
-  PKGS="$PKGS ghostscript libtiff-tools python3-cryptography"
+  # the fax tests: fax pages made with Ghostscript, tiff2pdf, Ed25519 signing in Python;
+  # qpdf makes PDFs with object streams and encrypted ones, poppler-utils' pdfinfo and
+  # pdfimages read the PDFs omniccd makes of TIFF faxes
+  PKGS="$PKGS ghostscript libtiff-tools python3-cryptography qpdf poppler-utils"
+  # the HylaFAX sender's test: a real faxq + hfaxd in a spool of its own (no modem), and
+  # the sendfax / faxstat / faxrm clients
+  PKGS="$PKGS hylafax-server hylafax-client"
   # the failover test: three redis-sentinels watching a primary and two replicas
   PKGS="$PKGS redis-sentinel"
   # the analytics test: the export loaded into a real PostgreSQL (initdb + pg_ctl, temp dir)

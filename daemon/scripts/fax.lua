@@ -177,6 +177,11 @@ if op == 'out_status' then
   if not id then return cjson.encode({known = false}) end
   local okey = B .. 'faxout:' .. id
   local h = hash_to_table(redis.call('HGETALL', okey))
+  -- a status told again (a provider's retried callback, HylaFAX's done queue read at every
+  -- poll) changes nothing
+  if h.status == 'delivered' or h.status == 'failed' then
+    return cjson.encode({known = true, fax = id, final = h.status})
+  end
   if a.status == 'delivered' then
     redis.call('HSET', okey, 'status', 'delivered', 'delivered_at', now, 'pages', tostring(a.pages or ''))
     redis.call('ZREM', B .. 'faxout:open', id)

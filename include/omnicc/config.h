@@ -218,7 +218,9 @@ struct config {
     char *fax_ocr;                      /* yes | no */
     int fax_ocr_workers, fax_ocr_queue;
     char *fax_ocr_languages;
-    char *fax_outbound;                 /* none | phaxio | telnyx */
+    char *fax_outbound;                 /* none | phaxio | telnyx | hylafax */
+    char *fax_hylafax_host;             /* host[:port] of hfaxd */
+    int fax_hylafax_poll, fax_hylafax_timeout;
     char *fax_telnyx_api_base, *fax_telnyx_api_key_file, *fax_telnyx_connection_id;
     char *fax_telnyx_from, *fax_public_url, *fax_media_secret_file;
     int fax_media_link_ttl;

@@ -337,6 +337,15 @@ test('agent desktop: an email with attachments, read and answered in a real brow
       await agent.locator('#lightbox .lb-name', { hasText: 'page 2' }).waitFor({ timeout: WAIT });
       await shot(agent, 'desk-fax-page');
       await agent.click('#lightbox .lb-close');
+      // the whole fax as one PDF, made by the daemon from the TIFF: one page per fax page
+      const [faxPdf] = await Promise.all([
+        agent.waitForEvent('download', { timeout: WAIT }),
+        agent.locator('.att-pages .att-pdf').click(),
+      ]);
+      assert.match(faxPdf.suggestedFilename(), /^fax-[0-9a-f]{8}\.pdf$/);
+      const pdfText = fs.readFileSync(await faxPdf.path()).toString('latin1');
+      assert.ok(pdfText.startsWith('%PDF-'), pdfText.slice(0, 20));
+      assert.match(pdfText, /\/Type\s*\/Pages[^>]*\/Count\s+2\b/);
 
       // what OCR found on page 1 (nothing known on this claim form), and the agent's correction
       const ocr = agent.locator('.fax-ocr');

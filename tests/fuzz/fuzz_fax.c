@@ -2,10 +2,12 @@
  * (channels/fax_wire.c). The first byte picks the path, the rest is the input:
  *   0  a webhook upload "CONTENT-TYPE\nBODY": multipart/form-data through GMime, then the
  *      Phaxio signature computed and checked over the parts, each file part's document
- *      inspected (TIFF through libtiff, PDF page tree)
+ *      inspected (TIFF through libtiff, PDF through poppler)
  *   1  a Telnyx webhook "TIMESTAMP\nSIGNATURE\nBODY": the Ed25519 check, then the event
- *   2  a document on its own (TIFF/PDF inspection)
- *   3  OCR text: policy numbers, case tokens, phone numbers (with and without labels)
+ *   2  a document on its own (TIFF/PDF inspection; an accepted TIFF is then made into a
+ *      PDF, at most 3 pages)
+ *   3  OCR text: policy numbers, case tokens, phone numbers (with and without labels); the
+ *      same bytes as sendfax's and faxstat's output (HylaFAX job id, job lines)
  * Built with clang as a libFuzzer binary (tests/fuzz/meson.build); with any compiler the
  * seed corpus (corpus/fax/) is replayed by driver.c in the 'fuzz-smoke' suite. */
 #include <stdbool.h>
@@ -33,6 +35,14 @@ static char *nextline(char **s)
         *s = NULL;
     }
     return line ? line : "";
+}
+
+static void count_job(void *arg, long id, char state, const char *status)
+{
+    (void)arg;
+    (void)id;
+    (void)state;
+    (void)status;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -85,11 +95,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fax_telnyx_event_free(&ev);
     } else if (mode == 2) {
         struct fax_doc_info info;
-        (void)fax_doc_inspect(buf, n, 350, &info, &why);
+        if (fax_doc_inspect(buf, n, 350, &info, &why) == 0 && strcmp(info.type, "tiff") == 0) {
+            /* what the workers then make of an accepted TIFF: its PDF (fax_pdf.c) */
+            size_t plen = 0;
+            unsigned char *pdf =
+                fax_tiff_to_pdf((const unsigned char *)buf, n, 3, &plen, NULL, &why);
+            free(pdf);
+        }
     } else {
         struct fax_found found;
         fax_find_identifiers(buf, false, &found);
         fax_find_identifiers(buf, true, &found);
+        /* what HylaFAX's clients print is read the same way (fax_hylafax.c) */
+        (void)fax_hylafax_job_id(buf);
+        (void)fax_hylafax_number_ok(buf);
+        (void)fax_hylafax_parse_status(buf, count_job, NULL);
     }
     free(buf);
     return 0;

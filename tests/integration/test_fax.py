@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -524,6 +525,118 @@ class FaxTest(unittest.TestCase):
         self.assertIn('too many pages', ix['metadata']['failure'])
         self.assertNotIn('document', ix['metadata'])
         self.assertIn('fax.failed', [h['type'] for h in self.history(out['case'])])
+
+    # ---- the fax as a PDF ----
+
+    def pdf_pages(self, pdf):
+        """pdfinfo (poppler-utils) over a PDF: its page count and each page's size in points."""
+        path = os.path.join(self.tmp, 'got-%s.pdf' % uuid.uuid4().hex)
+        with open(path, 'wb') as f:
+            f.write(pdf)
+        out = subprocess.run(['pdfinfo', '-f', '1', '-l', '1000', path], capture_output=True,
+                             text=True, check=True).stdout
+        count = int([l for l in out.splitlines() if l.startswith('Pages:')][0].split()[1])
+        sizes = [tuple(float(v) for v in l.split(':', 1)[1].split()[0:3:2])
+                 for l in out.splitlines() if l.startswith('Page ') and ' size:' in l]
+        return count, sizes, path
+
+    def test_tiff_fax_as_pdf_at_its_physical_page_size(self):
+        for res in ('standard', 'fine'):
+            doc = self.doc('pdf3', [['PDF page %d' % (i + 1), 'line two'] for i in range(3)], res)
+            st, out, _ = self.gateway([('gateway_id', 'pdf-%s-%s' % (res, self.fid())),
+                                       ('from', '+34911000700')], doc)
+            self.assertEqual((st, out['pages']), (200, 3), out)
+            sha = out['document']
+            meta = self.interaction(out['interaction'])['metadata']['document']
+            # made after the acknowledgement by the workers, without being asked for
+            link = os.path.join(self.d.state_dir, 'attachments', sha[:2], sha + '.pdf')
+            deadline = time.time() + 30
+            while not os.path.exists(link) and time.time() < deadline:
+                time.sleep(0.1)
+            self.assertTrue(os.path.exists(link), link)
+            with open(link) as f:
+                made = f.read()
+            st, pdf, hdrs = self.d.request('GET', '/v1/attachments/%s/pdf' % sha, raw=True)
+            self.assertEqual((st, hdrs['content-type']), (200, 'application/pdf'), pdf[:200])
+            self.assertEqual(hdrs['x-omnicc-document'], made)
+            self.assertEqual(hashlib.sha256(pdf).hexdigest(), made)
+            # the same PDF is stored as an attachment like any other
+            st, stored, _ = self.d.request('GET', '/v1/attachments/' + made, raw=True)
+            self.assertEqual((st, stored), (200, pdf))
+            count, sizes, path = self.pdf_pages(pdf)
+            self.assertEqual((count, len(sizes)), (3, 3))
+            # each page as large as the paper: pixels over dots per inch, each way, in points
+            # (a standard page, half the lines of a fine one, is just as tall)
+            want = (meta['width'] / meta['dpi'][0] * 72, meta['height'] / meta['dpi'][1] * 72)
+            self.assertAlmostEqual(want[1], 842, delta=6)  # A4, as Ghostscript wrote it
+            for w, h in sizes:
+                self.assertAlmostEqual(w, want[0], delta=0.5)
+                self.assertAlmostEqual(h, want[1], delta=0.5)
+            # bi-level kept bi-level: one 1-bit image per page, the PDF about fax-sized
+            images = subprocess.run(['pdfimages', '-list', path], capture_output=True, text=True,
+                                    check=True).stdout.splitlines()[2:]
+            self.assertEqual(len(images), 3)
+            for line in images:
+                cols = line.split()
+                self.assertEqual((cols[2], cols[3], cols[4], cols[7]),
+                                 ('stencil', str(meta['width']), str(meta['height']), '1'), line)
+            self.assertLess(len(pdf), 3 * len(doc), (len(pdf), len(doc)))
+            # for the admin and agents only, like the document
+            self.assertEqual(self.d.request('GET', '/v1/attachments/%s/pdf' % sha, raw=True,
+                                            auth=False)[0], 401)
+        # a PDF fax is served as received
+        src = os.path.join(self.tmp, 'as-received.tif')
+        with open(src, 'wb') as f:
+            f.write(self.three_pages())
+        subprocess.run(['tiff2pdf', '-o', src + '.pdf', src], check=True)
+        with open(src + '.pdf', 'rb') as f:
+            received = f.read()
+        st, out, _ = self.gateway([('gateway_id', 'pdf-received-' + self.fid()),
+                                   ('from', '+34911000701')], received, filename='fax.pdf')
+        self.assertEqual(st, 200, out)
+        st, pdf, hdrs = self.d.request('GET', '/v1/attachments/%s/pdf' % out['document'], raw=True)
+        self.assertEqual((st, pdf, hdrs['x-omnicc-document']), (200, received, out['document']))
+        # no such document; not a document name
+        self.assertEqual(self.d.request('GET', '/v1/attachments/%s/pdf' % ('0' * 64), raw=True)[0], 404)
+        st, err, _ = self.d.request('GET', '/v1/attachments/nope/pdf')
+        self.assertEqual((st, err['error']['code']), (404, 'not_found'), err)
+
+    def test_pdf_pages_counted_by_poppler_with_object_streams(self):
+        src = os.path.join(self.tmp, 'objstm.tif')
+        with open(src, 'wb') as f:
+            f.write(self.three_pages())
+        subprocess.run(['tiff2pdf', '-o', src + '.pdf', src], check=True)
+        objstm = src + '-objstm.pdf'
+        subprocess.run(['qpdf', '--object-streams=generate', src + '.pdf', objstm], check=True)
+        with open(objstm, 'rb') as f:
+            pdf = f.read()
+        # the page objects and the page tree are inside compressed object streams: nothing a
+        # byte scanner could count is left in the file
+        self.assertIn(b'/ObjStm', pdf)
+        self.assertNotIn(b'/Page', pdf)
+        self.assertNotIn(b'/Count', pdf)
+        st, out, _ = self.gateway([('gateway_id', 'objstm-' + self.fid()), ('from', '+34911000710'),
+                                   ('pages', '1')], pdf, filename='fax.pdf')
+        self.assertEqual((st, out['status'], out['pages']), (200, 'received', 3), out)
+        self.assertEqual(self.interaction(out['interaction'])['metadata']['sender_pages'], 1)
+        # page images of it
+        st, png, _ = self.d.request('GET', '/v1/attachments/%s/pages/3.png' % out['document'], raw=True)
+        self.assertEqual((st, png[:4]), (200, b'\x89PNG'))
+        # refused documents are recorded as failed faxes, with why
+        locked = src + '-locked.pdf'
+        subprocess.run(['qpdf', '--encrypt', 'user-pw', 'owner-pw', '256', '--', src + '.pdf', locked],
+                       check=True)
+        with open(locked, 'rb') as f:
+            locked_pdf = f.read()
+        for name, body, why in (('locked', locked_pdf, 'PDF protected by a password'),
+                                ('damaged', b'%PDF-1.7\n' + os.urandom(4000), 'damaged PDF'),
+                                ('text', b'hello, not a fax', 'not a TIFF or PDF document')):
+            st, out, _ = self.gateway([('gateway_id', '%s-%s' % (name, self.fid())),
+                                       ('from', '+34911000711')], body, filename='fax.pdf')
+            self.assertEqual((st, out['status']), (200, 'failed'), (name, out))
+            ix = self.interaction(out['interaction'])
+            self.assertEqual(ix['metadata']['failure'], 'document refused: ' + why)
+            self.assertNotIn('document', ix['metadata'])
 
     # ---- outbound ----
 
@@ -1093,6 +1206,156 @@ def harness_ingest(t, phone):
                                                 'from': phone})
     t.assertEqual(st, 202, body)
     return body
+
+
+HYLAFAX_TOOLS = ('/usr/sbin/faxq', '/usr/sbin/hfaxd', '/usr/bin/sendfax', '/usr/bin/faxstat',
+                 '/usr/bin/faxrm')
+
+
+def have_hylafax():
+    return (all(os.access(t, os.X_OK) for t in HYLAFAX_TOOLS) and os.geteuid() == 0 and
+            os.path.isdir('/var/spool/hylafax') and os.path.isdir('/etc/hylafax'))
+
+
+class HylaFAX:
+    """A real HylaFAX server (Debian's hylafax-server) in a spool of its own: the queue manager
+    faxq and the client-protocol server hfaxd on a free loopback port. There is no modem, so
+    jobs are queued, listed, altered and removed as on a real server but never dialled."""
+
+    def __init__(self, tmp):
+        self.spool = os.path.join(tmp, 'hylafax-spool')
+        subprocess.run(['cp', '-a', '/var/spool/hylafax', self.spool], check=True)
+        subprocess.run(['cp', '-a', '/etc/hylafax/.', os.path.join(self.spool, 'etc')], check=True)
+        hosts = os.path.join(self.spool, 'etc', 'hosts.hfaxd')
+        with open(hosts, 'w') as f:
+            f.write('127.0.0.1\nlocalhost\n')
+        fifo = os.path.join(self.spool, 'FIFO')
+        os.mkfifo(fifo)
+        for path in (hosts, fifo):
+            shutil.chown(path, 'uucp', 'uucp')
+            os.chmod(path, 0o600)
+        # the test's own clients (faxstat, faxrm), set up as omniccd sets up its own
+        self.home = os.path.join(tmp, 'hylafax-home')
+        os.makedirs(self.home)
+        with open(os.path.join(self.home, '.hylarc'), 'w') as f:
+            f.write('PassiveMode: yes\nJobFmt: "%j|%a|%s"\n')
+        self.port = harness.free_port()
+        self.procs = [subprocess.Popen(['/usr/sbin/faxq', '-q', self.spool, '-D'],
+                                       start_new_session=True)]
+        time.sleep(0.5)
+        self.procs.append(subprocess.Popen(['/usr/sbin/hfaxd', '-q', self.spool, '-i',
+                                            str(self.port), '-d'], start_new_session=True))
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def client(self, *args):
+        out = subprocess.run(list(args), env=dict(os.environ, HOME=self.home),
+                             capture_output=True, text=True, timeout=30)
+        return out.returncode, out.stdout + out.stderr
+
+    def jobs(self, *flags):
+        """{job id: (state letter, status)} as faxstat lists them."""
+        _, out = self.client('faxstat', *flags, '-h', '127.0.0.1:%d' % self.port)
+        jobs = {}
+        for line in out.splitlines():
+            parts = line.split('|')
+            if len(parts) == 3 and parts[0].strip().isdigit():
+                jobs[int(parts[0])] = (parts[1], parts[2].strip())
+        return jobs
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@unittest.skipUnless(have_hylafax(), 'needs hylafax-server and hylafax-client, run as root')
+class FaxHylafaxTest(unittest.TestCase):
+    """[fax] outbound = hylafax against a real faxq + hfaxd: sendfax submits the stored
+    document (the job id becomes the fax's provider id), faxstat follows the job until HylaFAX
+    calls it done or failed. Without a modem no job is ever dialled, so "done" cannot be
+    reached here: the final status tested is the one an operator's faxrm gives (failed)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='omnicc-hylafax-')
+        os.chmod(cls.tmp, 0o755)  # faxq and hfaxd run as uucp
+        cls.hf = None
+        cls.redis = cls.d = None
+        cls.hf = HylaFAX(cls.tmp)
+        secret_file = os.path.join(cls.tmp, 'gateway-secret')
+        with open(secret_file, 'w') as f:
+            f.write(GATEWAY_SECRET + '\n')
+        cls.redis = harness.RedisServer(cls.tmp)
+        cls.d = harness.Omniccd(cls.tmp, cls.redis.url, (
+            '[fax]\ngateway_secret_file = %s\nocr = no\noutbound = hylafax\n'
+            'hylafax_host = 127.0.0.1:%d\nhylafax_poll = 1\nclaim_idle = 1\n'
+            'outbox_poll_ms = 100\n' % (secret_file, cls.hf.port)))
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.stop_servers(cls, cls.hf)
+
+    def history(self, case_id):
+        st, c, _ = self.d.get('/v1/cases/' + case_id)
+        self.assertEqual(st, 200, c)
+        return c['history']
+
+    def wait_history(self, case_id, kind, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [h for h in self.history(case_id) if h['type'] == kind]
+            if found:
+                return found
+            time.sleep(0.2)
+        self.fail('no %s on %s: %r' % (kind, case_id, self.history(case_id)))
+
+    def test_sent_through_hfaxd_followed_by_faxstat_until_removed(self):
+        doc = fax_pages(self.tmp, [['To HylaFAX, page 1'], ['page 2']], 'standard')
+        files = [('file', 'fax.tif', 'image/tiff', doc)]
+        body, ctype = multipart([('gateway_id', 'hf-in-%d' % os.getpid()),
+                                 ('from', '+34911000900')], files)
+        st, got, _ = self.d.post('/v1/fax/inbound', body, auth=False, content_type=ctype,
+                                 headers=gateway_headers(body))
+        self.assertEqual(st, 200, got)
+        # a number is validated before anything is queued, and never reaches a shell
+        for bad in ('+34 911; touch /tmp/omnicc-pwned', '$(id)', ''):
+            st, out, _ = self.d.post('/v1/interactions/%s/fax' % got['interaction'],
+                                     {'to': bad, 'document': got['document']})
+            self.assertEqual(st, 400, (bad, out))
+        st, out, _ = self.d.post('/v1/interactions/%s/fax' % got['interaction'],
+                                 {'to': '+34 911 000 901', 'document': got['document']})
+        self.assertEqual(st, 202, out)
+        fax_id = out['id']
+        sent = self.wait_history(got['case'], 'fax.sent')
+        self.assertEqual(sent[0]['fax'], fax_id)
+        job = int(sent[0]['provider_id'])
+        # hfaxd has the job, queued for a modem (not done, not failed)
+        jobs = self.hf.jobs('-s')
+        self.assertIn(job, jobs, jobs)
+        self.assertNotIn(jobs[job][0], ('D', 'F'), jobs)
+        self.assertEqual([h['type'] for h in self.history(got['case'])].count('fax.send_failed'), 0)
+        # the operator removes it: HylaFAX calls it failed, and the next faxstat poll records it
+        rc, text = self.hf.client('faxrm', '-h', '127.0.0.1:%d' % self.hf.port, str(job))
+        self.assertEqual(rc, 0, text)
+        failed = self.wait_history(got['case'], 'fax.send_failed')
+        self.assertEqual(failed[0]['fax'], fax_id)
+        self.assertEqual(failed[0]['error'], 'Job aborted by request')
+        self.assertEqual(self.hf.jobs('-d').get(job, ('?',))[0], 'F')
+        # read again at every poll, recorded once
+        time.sleep(3)
+        self.assertEqual([h['type'] for h in self.history(got['case'])].count('fax.send_failed'), 1)
 
 
 if __name__ == '__main__':

@@ -657,7 +657,13 @@
     if (doc && (doc.type === 'tiff' || doc.type === 'pdf')) {
       const pages = Math.min(Number(doc.pages) || 0, 50);
       const li = el('li', 'att att-pages');
-      li.appendChild(el('div', 'att-info', pages + ' page' + (pages === 1 ? '' : 's')));
+      const info = el('div', 'att-info', pages + ' page' + (pages === 1 ? '' : 's'));
+      // the whole fax as one PDF: made by the daemon from a TIFF, a PDF fax as received
+      const pdf = el('button', 'att-pdf', 'PDF');
+      pdf.type = 'button';
+      pdf.addEventListener('click', () => act(() => saveFile('/v1/attachments/' + doc.sha256 + '/pdf', 'fax-' + doc.sha256.slice(0, 8) + '.pdf')));
+      info.appendChild(pdf);
+      li.appendChild(info);
       const strip = el('div', 'att-strip');
       for (let n = 1; n <= pages; n++) {
         strip.appendChild(thumb('/v1/attachments/' + doc.sha256 + '/pages/' + n + '.png', 'page ' + n));
