@@ -23,7 +23,8 @@ Redis (docs/REDIS.md, docs/ROUTING.md) and the SMTP sink:
               documents (raw emails, faxes) not on disk, acknowledged chat messages not in
               their session or case, acknowledged replies with no outbox record, sent outbox
               messages the sink never received
-  duplicated  interactions sharing (channel, external_id), chat messages stored twice,
+  duplicated  interactions sharing (channel, external_id), a web chat no start was answered
+              with, an interaction with two agent replies, chat messages stored twice,
               interactions received, accepted or ended twice in case histories, messages
               the sink received more than once
   stuck       interactions not ended, agents with load, reservations or deadlines left,
@@ -192,7 +193,9 @@ class Soak:
         self.acked = []         # (kind, channel, external_id, interaction id or None)
         self.unacked = []       # operations given up on (never acknowledged)
         self.chat_msgs = []     # (session, client_id, event id, text) acknowledged
-        self.replies = []       # message ids answered 202
+        self.replies = []       # message ids of the replies acknowledged (200 or 202)
+        self.reply_ix = {}      # interaction -> the message id its reply was given
+        self.run_id = uuid.uuid4().hex[:12]
         self.transcripts = []   # sessions closed with a transcript requested
         self.sessions = {}      # session -> visitor token
         self.email_ix = set()   # interactions of mail received through /v1/email/inbound
@@ -342,13 +345,16 @@ class Soak:
         p = self.person()
         doc = {'name': p['name'], 'email': p['email'], 'policy': p['policy'],
                'page': 'https://www.insurer.example/claims'}
-        # a widget whose request timed out asks again: a new session (sessions have no
-        # idempotency key); only the sessions it was told about are acknowledged
-        st, out, _ = await self.call('POST', '/v1/chat/sessions', doc, ok=(201,))
-        if st != 201:
+        # a widget whose request timed out asks again with the same client_id: the same
+        # session (200, duplicate), never a second one
+        doc['client_id'] = 'start-%s-%d' % (self.run_id, i)
+        st, out, _ = await self.call('POST', '/v1/chat/sessions', doc, ok=(200, 201))
+        if st not in (200, 201):
             self.unacked.append(('chat', 'webchat', 'session %d' % i))
             return
         s, vt = out['session'], out['visitor_token']
+        if s in self.sessions:
+            self.errors.append('chat %d: session %s given to another start' % (i, s))
         self.sessions[s] = vt
         self.record('chat', 'webchat', s, st, None)
         for k in range(self.rng.randint(1, 3)):
@@ -481,28 +487,19 @@ class Soak:
         async def work(ixid):
             await asyncio.sleep(self.rng.uniform(0.2, 1.2))
             if ixid in self.email_ix and self.rng.random() < 0.5:
-                # a reply has no idempotency key: resent only when nothing was written
-                # (no answer at all is ambiguous: the agent does not send it twice)
-                for _ in range(200):
-                    node = self.rng.choice(self.live())
-                    try:
-                        st, out = await node.http.request(
-                            'POST', '/v1/interactions/%s/reply' % ixid,
-                            {'body': 'Dear customer, about your message %s.' % ixid},
-                            token=token)
-                    except Unreachable as e:
-                        if 'connect' in str(e):
-                            await asyncio.sleep(0.2)
-                            continue
-                        break
-                    if st == 503:
-                        await asyncio.sleep(0.3)
-                        continue
-                    if st == 202:
+                # the desktop's client_id makes a resent reply harmless: retried like any
+                # other call (a lost answer included), one email in the end
+                st, out, _ = await self.call(
+                    'POST', '/v1/interactions/%s/reply' % ixid,
+                    {'body': 'Dear customer, about your message %s.' % ixid,
+                     'client_id': 'reply-%s-%s' % (self.run_id, ixid)},
+                    token=token, ok=(200, 202))
+                if st in (200, 202):
+                    if out['message_id'] not in self.replies:
                         self.replies.append(out['message_id'])
-                    else:
-                        self.errors.append('reply %s: %d %r' % (ixid, st, out))
-                    break
+                    self.reply_ix[ixid] = out['message_id']
+                else:
+                    self.unacked.append(('reply', 'email', ixid))
             path = '/v1/interactions/%s/%s' % (ixid, self.rng.choice(['complete', 'wrapup']))
             body = {'note': 'done'} if path.endswith('complete') else {'disposition': 'resolved'}
             st, out, attempts = await self.call('POST', path, body, token=token,
@@ -825,6 +822,21 @@ def reconcile(s):
     for mid in s.replies:
         if mid not in outs:
             lost.append('reply %s acknowledged, no outbox record' % mid)
+    # one reply per interaction the agents answered, however often it was resent
+    per_ix = {}
+    for mid, h in outs.items():
+        if h.get('kind') == 'agent':
+            per_ix.setdefault(h.get('interaction'), []).append(mid)
+    for ixid, mids in per_ix.items():
+        if len(mids) > 1:
+            dups.append('interaction %s has %d agent replies queued %s' % (ixid, len(mids), mids))
+    # every chat session's interaction is a session a start was answered with (generic
+    # ingests on the webchat channel have external ids of their own)
+    for i, h in ixs.items():
+        ext = h.get('external_id') or ''
+        if h.get('channel') == 'webchat' and ext.startswith('S-') and ext not in s.sessions:
+            dups.append('web chat %s (%s) opened by a start nobody was answered with'
+                        % (i, h.get('external_id')))
     n_sent = n_failed = 0
     for mid, h in outs.items():
         st = h.get('status')
