@@ -448,10 +448,10 @@ int http_start(struct event_base *base, const struct config *cfg, char **err)
             *err = xasprintf("cannot listen on %s", cfg->listen[i]);
             return -1;
         }
-        /* Accepted sockets inherit TCP_NODELAY (Linux, the BSDs). Without it Nagle holds
-         * a second SSE frame on a stream until the client ACKs the first, and an SSE
-         * client sends nothing to carry that ACK: its delayed ACK (40 ms) stalls the
-         * offer. Replies are written whole, so no small writes are multiplied. */
+        /* Accepted sockets inherit TCP_NODELAY (Linux, the BSDs): Nagle may hold a small
+         * SSE frame behind an unacknowledged one, and an SSE client sends no data that
+         * could carry the ACK early. Replies and frames are written whole, so turning
+         * Nagle off multiplies no small writes. */
         int one = 1;
         if (setsockopt(evhttp_bound_socket_get_fd(s), IPPROTO_TCP, TCP_NODELAY, &one,
                        sizeof(one)) != 0)
