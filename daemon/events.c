@@ -7,7 +7,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +131,11 @@ static void dispatch_entry(const redisReply *entry)
     const char *agent = entry_field(entry, "agent");
     const char *type = entry_field(entry, "type");
     const char *due = entry_field(entry, "due");
-    if (due) /* a deadline some instance just made: sweep on time here too */
+    /* A deadline some instance just made: sweep on time here too. An offer always carries
+     * one (its reservation's expiry, or an earlier deadline of the same script, after
+     * whose sweep the timer is armed for the next), so whoever made the offer, this
+     * instance expires it on time without parsing the screen pop. */
+    if (due)
         router_deadline_at(strtoll(due, NULL, 10));
     if (agent && *agent)
         for (struct client *c = ev.buckets[bucket_of(agent)]; c; c = c->next)
@@ -149,14 +152,6 @@ static void dispatch_entry(const redisReply *entry)
         ev.tap(type ? type : "", agent ? agent : "", session ? session : "",
                entry_field(entry, "data") ? entry_field(entry, "data") : "{}",
                entry->element[0]->str);
-    if (type && strcmp(type, "offer") == 0) {
-        /* whoever made the offer, this instance can expire it on time */
-        json_t *d = json_loads(entry_field(entry, "data"), 0, NULL);
-        json_t *exp = json_object_get(json_object_get(d, "reservation"), "expires_at");
-        if (json_is_number(exp))
-            router_deadline_at((int64_t)json_number_value(exp) + 5);
-        json_decref(d);
-    }
 }
 
 static bool entry_ok(const redisReply *e)

@@ -9,7 +9,10 @@
 #include "omnicc/http.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/sha.h>
@@ -83,44 +86,49 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
-/* Match "/v1/cases/{id}/close" against a path; fills decoded params. */
+/* Match "/v1/cases/{id}/close" against a path; fills decoded params. The shape is checked
+ * first without allocating: a request is tried against every route before its own, and only
+ * the one that matches decodes its parameters. */
 static bool route_match(const char *pattern, const char *path, char **params)
 {
+    const char *seg[HTTP_MAX_PARAMS];
+    size_t seglen[HTTP_MAX_PARAMS];
     int np = 0;
     const char *p = pattern, *s = path;
     while (*p && *s) {
         if (*p == '{') {
-            const char *pe = strchr(p, '}');
             const char *se = strchr(s, '/');
             if (!se)
                 se = s + strlen(s);
             if (se == s || np >= HTTP_MAX_PARAMS)
-                goto no;
-            char *raw = xstrndup(s, (size_t)(se - s));
-            size_t outlen = 0;
-            char *dec = evhttp_uridecode(raw, 0, &outlen);
-            free(raw);
-            if (!dec || strlen(dec) != outlen) {
-                free(dec);
-                goto no;
-            }
-            params[np++] = dec;
-            p = pe + 1;
+                return false;
+            seg[np] = s;
+            seglen[np++] = (size_t)(se - s);
+            p = strchr(p, '}') + 1;
             s = se;
             continue;
         }
         if (*p != *s)
-            goto no;
+            return false;
         p++;
         s++;
     }
     if (*p || *s)
-        goto no;
+        return false;
+    for (int i = 0; i < np; i++) {
+        char *raw = xstrndup(seg[i], seglen[i]);
+        size_t outlen = 0;
+        char *dec = evhttp_uridecode(raw, 0, &outlen);
+        free(raw);
+        if (!dec || strlen(dec) != outlen) {
+            free(dec);
+            for (int j = 0; j < i; j++)
+                xfree(params[j]);
+            return false;
+        }
+        params[i] = dec;
+    }
     return true;
-no:
-    for (int i = 0; i < np; i++)
-        xfree(params[i]);
-    return false;
 }
 
 static void http_req_free(struct http_req *r)
@@ -440,6 +448,15 @@ int http_start(struct event_base *base, const struct config *cfg, char **err)
             *err = xasprintf("cannot listen on %s", cfg->listen[i]);
             return -1;
         }
+        /* Accepted sockets inherit TCP_NODELAY (Linux, the BSDs): Nagle may hold a small
+         * SSE frame behind an unacknowledged one, and an SSE client sends no data that
+         * could carry the ACK early. Replies and frames are written whole, so turning
+         * Nagle off multiplies no small writes. */
+        int one = 1;
+        if (setsockopt(evhttp_bound_socket_get_fd(s), IPPROTO_TCP, TCP_NODELAY, &one,
+                       sizeof(one)) != 0)
+            log_warn("http: %s: TCP_NODELAY not set; SSE frames may wait for ACKs",
+                     cfg->listen[i]);
         srv.sockets[srv.n_sockets++] = s;
         log_info("http: listening on %s", cfg->listen[i]);
     }

@@ -61,25 +61,37 @@ for _, pair in ipairs(ix.ids) do
   end
 end
 
-local cust
+local cust, segment
 if #found == 0 and case_id and case_id ~= '' then
   -- nothing identifies the sender, but the case does: it is its owner's interaction
   cust = resolve_customer(redis.call('HGET', B .. 'case:' .. case_id, 'customer_id'))
 elseif #found == 0 then
+  -- a new customer is written whole here, so nothing below reads it back
   cust = 'P-' .. redis.call('INCR', B .. 'seq:cust')
-  redis.call('HSET', B .. 'cust:' .. cust, 'id', cust, 'created_at', now, 'segment', 'standard')
+  segment = 'standard'
+  local h = {'HSET', B .. 'cust:' .. cust, 'id', cust, 'created_at', now, 'segment', segment,
+             'updated_at', now}
+  if ix.name and ix.name ~= '' then h[#h + 1] = 'name'; h[#h + 1] = ix.name end
+  redis.call(unpack(h))
 else
   cust = found[1]
 end
 local ckey = B .. 'cust:' .. cust
+local ids = {}
 for _, pair in ipairs(unmapped) do
   redis.call('SET', B .. 'idx:' .. pair[1] .. ':' .. pair[2], cust)
-  redis.call('SADD', ckey .. ':ids', pair[1] .. ':' .. pair[2])
+  ids[#ids + 1] = pair[1] .. ':' .. pair[2]
 end
-if ix.name and ix.name ~= '' and not redis.call('HGET', ckey, 'name') then
-  redis.call('HSET', ckey, 'name', ix.name)
+if #ids > 0 then redis.call('SADD', ckey .. ':ids', unpack(ids)) end
+if not segment then
+  local h = redis.call('HMGET', ckey, 'name', 'segment')
+  segment = h[2] or 'standard'
+  if ix.name and ix.name ~= '' and not h[1] then
+    redis.call('HSET', ckey, 'name', ix.name, 'updated_at', now)
+  else
+    redis.call('HSET', ckey, 'updated_at', now)
+  end
 end
-redis.call('HSET', ckey, 'updated_at', now)
 
 local conflicts = {}
 for i = 2, #found do
@@ -115,7 +127,8 @@ else
   if not case_id then
     case_id = 'C-' .. redis.call('INCR', B .. 'seq:case')
     redis.call('HSET', B .. 'case:' .. case_id, 'id', case_id, 'customer_id', cust,
-               'policy', policy, 'status', 'open', 'created_at', now, 'opened_by', ix.channel)
+               'policy', policy, 'status', 'open', 'created_at', now, 'opened_by', ix.channel,
+               'updated_at', now, 'last_channel', ix.channel)
     redis.call('HSET', ckey .. ':open', policy, case_id)
     redis.call('ZADD', ckey .. ':cases', now, case_id)
     history_add(case_id, now, {'type', 'case.opened', 'interaction', ix_id, 'channel', ix.channel})
@@ -123,25 +136,26 @@ else
   end
   ckey_case = B .. 'case:' .. case_id
 end
-redis.call('HSET', ckey_case, 'updated_at', now, 'last_channel', ix.channel)
-redis.call('ZADD', ckey .. ':cases', 'GT', now, case_id)
+if not rp_new_case then -- a new case was written whole above
+  redis.call('HSET', ckey_case, 'updated_at', now, 'last_channel', ix.channel)
+  redis.call('ZADD', ckey .. ':cases', 'GT', now, case_id)
+end
 
 -- priority: channel base + explicit priority (seconds, computed by the daemon) + segment.
 -- Folded into the waiting score as a head start, so ageing needs no rewrite.
-local segment = redis.call('HGET', ckey, 'segment') or 'standard'
 local boost = (tonumber(ix.boost) or 0) + (tonumber(ix.segment_boosts[segment]) or 0)
 local score = now / 1000 - boost
 
 local ikey = B .. 'ix:' .. ix_id
-redis.call('HSET', ikey, 'id', ix_id, 'channel', ix.channel, 'direction', ix.direction,
+local h = {'HSET', ikey, 'id', ix_id, 'channel', ix.channel, 'direction', ix.direction,
            'external_id', ix.external_id, 'customer_id', cust, 'case_id', case_id,
            'queue', ix.queue, 'home_queue', ix.queue, 'state', 'queued', 'created_at', now,
-           'segment', segment, 'wait_score', score)
-local optional = {'from', 'to', 'subject', 'body', 'skills', 'metadata', 'name'}
-for _, f in ipairs(optional) do
-  if ix[f] and ix[f] ~= '' then redis.call('HSET', ikey, f, ix[f]) end
+           'segment', segment, 'wait_score', score}
+for _, f in ipairs({'from', 'to', 'subject', 'body', 'skills', 'metadata', 'name'}) do
+  if ix[f] and ix[f] ~= '' then h[#h + 1] = f; h[#h + 1] = ix[f] end
 end
-if ix.priority and ix.priority > 0 then redis.call('HSET', ikey, 'priority', ix.priority) end
+if ix.priority and ix.priority > 0 then h[#h + 1] = 'priority'; h[#h + 1] = ix.priority end
+redis.call(unpack(h))
 redis.call('SET', idem, ix_id)
 
 local summary = ix.subject or ''

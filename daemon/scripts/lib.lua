@@ -277,7 +277,8 @@ local function deadline_add(due, member, flag)
 end
 
 local function emit(now, etype, aid, data)
-  local fields = {'type', etype, 'agent', aid or '', 'data', cjson.encode(data)}
+  local json = cjson.encode(data) -- once for both streams (a screen pop is ~1 KB)
+  local fields = {'type', etype, 'agent', aid or '', 'data', json}
   if next_due then
     fields[#fields + 1] = 'due'
     fields[#fields + 1] = string.format('%d', next_due)
@@ -285,7 +286,7 @@ local function emit(now, etype, aid, data)
   local id = event_add(now, fields)
   if aid and aid ~= '' then
     redis.call('XADD', B .. 'agent:' .. aid .. ':events', 'MAXLEN', '~', '2000', id,
-               'at', tostring(now), 'type', etype, 'agent', aid, 'data', cjson.encode(data))
+               'at', tostring(now), 'type', etype, 'agent', aid, 'data', json)
   end
   return id
 end

@@ -15,12 +15,11 @@ if tonumber(r.expires_at) < now then
   return fail('ERR_CONFLICT', 'reservation ' .. resv .. ' expired')
 end
 redis.call('DEL', B .. 'resv:' .. resv)
-redis.call('ZREM', B .. 'deadlines', 'resv:' .. resv)
+redis.call('ZREM', B .. 'deadlines', 'resv:' .. resv, 'ovf:' .. r.interaction, 'maxw:' .. r.interaction)
 local ikey = B .. 'ix:' .. r.interaction
 local ix = hash_to_table(redis.call('HGETALL', ikey))
 redis.call('HSET', ikey, 'state', 'assigned', 'assigned_at', now, 'agent', r.agent)
 redis.call('HDEL', ikey, 'reservation')
-redis.call('ZREM', B .. 'deadlines', 'ovf:' .. r.interaction, 'maxw:' .. r.interaction)
 redis.call('HSET', B .. 'agent:' .. r.agent, 'no_answer', 0)
 redis.call('HSET', B .. 'case:' .. ix.case_id, 'last_agent', r.agent, 'last_agent_at', now)
 local wait = now - tonumber(ix.created_at)
