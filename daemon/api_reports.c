@@ -164,11 +164,54 @@ static void days_written(const redisReply *reply, const char *err, void *arg)
         log_warn("reports: extending the day map 'rdays': %s", err);
 }
 
+/* The fold of ended hours into the day counters (report_rebuild.lua 'fold', lib.lua
+ * rollup()): checked every FOLD_EVERY_MS by each instance, again on the next tick while
+ * hours are still due (a call reads at most FOLD_FIELDS hour-hash fields, ~3 busy hours, so
+ * a backlog after downtime is worked off in steps that leave Redis to others between). */
+#define FOLD_EVERY_MS 60000
+#define FOLD_FIELDS "20000"
+
+static struct {
+    int64_t next_ms;
+    bool running;
+} fold;
+
+static void fold_done(const redisReply *reply, const char *err, void *arg)
+{
+    (void)arg;
+    fold.running = false;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+        if (!err || strcmp(err, "unavailable") != 0)
+            log_warn("reports: folding hours into the day counters: %s",
+                     err ? err : "unexpected reply");
+        fold.next_ms = monotonic_ms() + FOLD_EVERY_MS;
+        return;
+    }
+    long long mark = reply->element[0]->integer, hours = reply->element[1]->integer,
+              fields = reply->element[2]->integer, due = reply->element[3]->integer;
+    if (hours)
+        log_info("reports: %lld hour(s) folded into the day counters (%lld fields), up to hour "
+                 "%lld; %lld still due", hours, fields, mark, due);
+    fold.next_ms = due > 0 ? 0 : monotonic_ms() + FOLD_EVERY_MS;
+}
+
+static void fold_tick(void)
+{
+    if (fold.running || monotonic_ms() < fold.next_ms)
+        return;
+    const char *argv[2] = {"fold", FOLD_FIELDS};
+    if (store_script(SCRIPT_REPORT_REBUILD, 2, argv, NULL, fold_done, NULL) == 0)
+        fold.running = true;
+}
+
 void analytics_days_tick(void)
 {
     static int64_t done_h;
     int64_t now_h = now_ms() / 3600000;
-    if (now_h == done_h || !store_ready())
+    if (!store_ready())
+        return;
+    fold_tick();
+    if (now_h == done_h)
         return;
     int n = 2 + 2 * (DAYS_AHEAD + 1);
     const char **argv = xcalloc((size_t)n, sizeof(*argv));
