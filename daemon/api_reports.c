@@ -269,7 +269,11 @@ static void add_into(json_t *dst, json_t *src)
     json_object_foreach(src, k, v)
     {
         json_int_t n = json_is_integer(v) ? json_integer_value(v) : (json_int_t)json_number_value(v);
-        json_object_set_new(dst, k, json_integer(json_integer_value(json_object_get(dst, k)) + n));
+        json_t *d = json_object_get(dst, k);
+        if (json_is_integer(d)) /* in place: a month by agent adds ~20,000 of them */
+            json_integer_set(d, json_integer_value(d) + n);
+        else
+            json_object_set_new(dst, k, json_integer(n));
     }
 }
 
@@ -407,7 +411,20 @@ static void finish(struct report_job *job)
             free(csv);
             json_decref(out);
         } else {
-            http_reply_json(r, 200, out);
+            /* rates have 4 decimals: 10 significant digits print them as they are
+             * (12.3456, not 12.345599999999999), and a month by agent (~20,000 of them)
+             * prints in a fraction of the time */
+            char *text = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(10));
+            json_decref(out);
+            if (!text) {
+                http_reply_error(r, 500, "internal", "encoding failed");
+            } else {
+                size_t n = strlen(text);
+                text = xrealloc(text, n + 2);
+                text[n++] = '\n';
+                http_reply_raw(r, 200, "application/json", text, n);
+                free(text);
+            }
         }
     }
     json_decref(job->groups);
