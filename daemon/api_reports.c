@@ -166,10 +166,11 @@ static void days_written(const redisReply *reply, const char *err, void *arg)
 
 /* The fold of ended hours into the day counters (report_rebuild.lua 'fold', lib.lua
  * rollup()): checked every FOLD_EVERY_MS by each instance, again on the next tick while
- * hours are still due (a call reads at most FOLD_FIELDS hour-hash fields, ~3 busy hours, so
- * a backlog after downtime is worked off in steps that leave Redis to others between). */
+ * hours are still due (a call reads at most FOLD_FIELDS hour-hash fields, about one busy
+ * hour, so a backlog after downtime is worked off in steps that leave Redis to others
+ * between). */
 #define FOLD_EVERY_MS 60000
-#define FOLD_FIELDS "20000"
+#define FOLD_FIELDS "8000"
 
 static struct {
     int64_t next_ms;
@@ -191,7 +192,8 @@ static void fold_done(const redisReply *reply, const char *err, void *arg)
               fields = reply->element[2]->integer, due = reply->element[3]->integer;
     if (hours)
         log_info("reports: %lld hour(s) folded into the day counters (%lld fields), up to hour "
-                 "%lld; %lld still due", hours, fields, mark, due);
+                 "%lld; %lld still due",
+                 hours, fields, mark, due);
     fold.next_ms = due > 0 ? 0 : monotonic_ms() + FOLD_EVERY_MS;
 }
 

@@ -1,8 +1,8 @@
 /* cli_analytics.c - `omniccd -c FILE export --since T [--format ndjson|csv] [--table
  * events|facts]` (docs/EXPORT.md), `omniccd -c FILE reports rebuild [--from-export]` and
- * `reports fold` (docs/ANALYTICS.md): one-shot commands against the running deployment's Redis, through
- * the same store (and scripts) as the daemon; the rebuild from the case histories uses a
- * synchronous connection of its own. */
+ * `reports fold` (docs/ANALYTICS.md): one-shot commands against the running deployment's
+ * Redis, through the same store (and scripts) as the daemon; the rebuild from the case
+ * histories uses a synchronous connection of its own. */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,7 +259,7 @@ static void fold_step_done(const redisReply *reply, const char *err, void *arg)
 
 static void fold_step(void)
 {
-    const char *argv[2] = {"fold", "20000"};
+    const char *argv[2] = {"fold", "8000"}; /* as the daemon (api_reports.c) */
     if (store_script(SCRIPT_REPORT_REBUILD, 2, argv, NULL, fold_step_done, NULL) < 0)
         stop(2);
 }

@@ -29,23 +29,28 @@ if op == 'fold' then
     local day = redis.call('HGET', rk, tostring(mark))
     local flat = day and redis.call('HGETALL', B .. 'rp:' .. mark) or {}
     fields = fields + #flat / 2
-    -- summed per day field first: a busy hour's ~7,000 fields become ~1,500 HINCRBY
+    -- summed per day field first (sums[dim][value][metric]: the field names are made once
+    -- each), so a busy hour's ~7,000 fields become ~1,500 HINCRBY
     local sums = {{}, {}, {}, {}, {}}
     for i = 1, #flat, 2 do
       local d = {string.match(flat[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')}
-      if d[6] then
+      local m = d[6]
+      if m then
         local n = tonumber(flat[i + 1])
         for j = 1, 5 do
-          if j < 4 or d[j] ~= '-' then -- branch and agent '-' are not kept per day
-            local f = d[j] .. '|' .. d[6]
-            sums[j][f] = (sums[j][f] or 0) + n
+          local v = d[j]
+          if j < 4 or v ~= '-' then -- branch and agent '-' are not kept per day
+            local sv = sums[j][v]
+            if not sv then sv = {}; sums[j][v] = sv end
+            sv[m] = (sv[m] or 0) + n
           end
         end
       end
     end
     for j = 1, 5 do
-      for f, n in pairs(sums[j]) do
-        redis.call('HINCRBY', B .. 'rd:' .. day .. ':' .. DIMS[j], f, n)
+      local key = day and (B .. 'rd:' .. day .. ':' .. DIMS[j])
+      for v, sv in pairs(sums[j]) do
+        for m, n in pairs(sv) do redis.call('HINCRBY', key, v .. '|' .. m, n) end
       end
     end
     mark = mark + 1
