@@ -605,6 +605,55 @@ class PeriodTest(Reports, harness.TestCase):
             self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', 1e15)
 
 
+class FoldTest(Reports, harness.TestCase):
+    """omniccd folds ended hours into the day counters by itself: hour hashes of three past
+    hours (as rollup() leaves them, with agents and a branch) and the fold mark before them,
+    then omniccd starts: the mark moves past them up to the last hour ended, their figures
+    are in the day counters (branch and agent '-' not kept), and every report by day equals
+    the one by hour."""
+    extra_config = CONFIG
+
+    def test_omniccd_folds_ended_hours(self):
+        now_hour = int(time.time()) // 3600
+        h0 = now_hour - 20 * 24
+        hours = (h0, h0 + 1, h0 + 30)
+        self.d.stop()
+        for i, h in enumerate(hours):
+            for f, n in (('voice|default|gold|-|-|offered', 3 + i),
+                         ('voice|default|gold|-|A-1|answered', 2),
+                         ('branch|default|standard|B-1|-|offered', 1),
+                         ('branch|default|standard|B-1|A-2|handle_ms', 60000 + i)):
+                self.redis.cli('HINCRBY', '%srp:%d' % (BASE, h), f, n)
+        self.redis.cli('HSET', BASE + 'rdays', 'folded', h0, 'from', 0)
+        self.d.start()
+        deadline = time.time() + 15
+        while int(self.redis.cli('HGET', BASE + 'rdays', 'folded')) < now_hour - 1:
+            self.assertLess(time.time(), deadline, 'the fold did not run')
+            time.sleep(0.1)
+        self.assertLessEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'folded')), now_hour)
+        tot = {}
+        for k, f in self.rollup_keys('rd:*').items():
+            for n, v in f.items():
+                tot[k.rsplit(':', 1)[1], n] = tot.get((k.rsplit(':', 1)[1], n), 0) + int(v)
+        self.assertEqual(tot, {('channel', 'voice|offered'): 12, ('channel', 'voice|answered'): 6,
+                               ('channel', 'branch|offered'): 3,
+                               ('channel', 'branch|handle_ms'): 180003,
+                               ('queue', 'default|offered'): 15, ('queue', 'default|answered'): 6,
+                               ('queue', 'default|handle_ms'): 180003,
+                               ('segment', 'gold|offered'): 12, ('segment', 'gold|answered'): 6,
+                               ('segment', 'standard|offered'): 3,
+                               ('segment', 'standard|handle_ms'): 180003,
+                               ('branch', 'B-1|offered'): 3, ('branch', 'B-1|handle_ms'): 180003,
+                               ('agent', 'A-1|answered'): 6, ('agent', 'A-2|handle_ms'): 180003})
+        a = datetime.datetime.utcfromtimestamp((h0 - 48) * 3600).strftime('%Y-%m-%d')
+        b = datetime.datetime.utcfromtimestamp((h0 + 30 + 48) * 3600).strftime('%Y-%m-%d')
+        for g in DIMS:
+            q = 'from=%s&to=%s&group_by=%s' % (a, b, g)
+            day, hour = self.report(q + '&interval=day'), self.report(q + '&interval=hour')
+            self.assertEqual((day['total'], day['groups']), (hour['total'], hour['groups']), g)
+            self.assertEqual(day['total']['offered'], 15)
+
+
 class HalfHourZoneTest(Reports, harness.TestCase):
     """A zone with a non-whole-hour offset (India, +05:30): days of 24 UTC hours each, each
     starting on the UTC hour that holds local midnight (23:30 local)."""
