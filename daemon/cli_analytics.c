@@ -30,6 +30,8 @@ static struct {
     /* rebuild */
     char scan[32];
     long long cleared, facts;
+    /* fold */
+    long long fold_hours, fold_fields;
 } c;
 
 static void stop(int code)
@@ -246,14 +248,14 @@ static void fold_step_done(const redisReply *reply, const char *err, void *arg)
         stop(2);
         return;
     }
-    c.cleared += reply->element[1]->integer; /* hours */
-    c.facts += reply->element[2]->integer;   /* fields */
+    c.fold_hours += reply->element[1]->integer;
+    c.fold_fields += reply->element[2]->integer;
     if (reply->element[3]->integer > 0 && reply->element[1]->integer > 0) {
         fold_step();
         return;
     }
-    printf("{\"hours\":%lld,\"fields\":%lld,\"folded_to\":%lld}\n", c.cleared, c.facts,
-           reply->element[0]->integer);
+    printf("{\"hours\":%lld,\"fields\":%lld,\"folded_to\":%lld}\n", c.fold_hours,
+           c.fold_fields, reply->element[0]->integer);
     stop(0);
 }
 
