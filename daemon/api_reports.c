@@ -164,11 +164,56 @@ static void days_written(const redisReply *reply, const char *err, void *arg)
         log_warn("reports: extending the day map 'rdays': %s", err);
 }
 
+/* The fold of ended hours into the day counters (report_rebuild.lua 'fold', lib.lua
+ * rollup()): checked every FOLD_EVERY_MS by each instance, again on the next tick while
+ * hours are still due (a call reads at most FOLD_FIELDS hour-hash fields, about one busy
+ * hour, so a backlog after downtime is worked off in steps that leave Redis to others
+ * between). */
+#define FOLD_EVERY_MS 60000
+#define FOLD_FIELDS "8000"
+
+static struct {
+    int64_t next_ms;
+    bool running;
+} fold;
+
+static void fold_done(const redisReply *reply, const char *err, void *arg)
+{
+    (void)arg;
+    fold.running = false;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+        if (!err || strcmp(err, "unavailable") != 0)
+            log_warn("reports: folding hours into the day counters: %s",
+                     err ? err : "unexpected reply");
+        fold.next_ms = monotonic_ms() + FOLD_EVERY_MS;
+        return;
+    }
+    long long mark = reply->element[0]->integer, hours = reply->element[1]->integer,
+              fields = reply->element[2]->integer, due = reply->element[3]->integer;
+    if (hours)
+        log_info("reports: %lld hour(s) folded into the day counters (%lld fields), up to hour "
+                 "%lld; %lld still due",
+                 hours, fields, mark, due);
+    fold.next_ms = due > 0 ? 0 : monotonic_ms() + FOLD_EVERY_MS;
+}
+
+static void fold_tick(void)
+{
+    if (fold.running || monotonic_ms() < fold.next_ms)
+        return;
+    const char *argv[2] = {"fold", FOLD_FIELDS};
+    if (store_script(SCRIPT_REPORT_REBUILD, 2, argv, NULL, fold_done, NULL) == 0)
+        fold.running = true;
+}
+
 void analytics_days_tick(void)
 {
     static int64_t done_h;
     int64_t now_h = now_ms() / 3600000;
-    if (now_h == done_h || !store_ready())
+    if (!store_ready())
+        return;
+    fold_tick();
+    if (now_h == done_h)
         return;
     int n = 2 + 2 * (DAYS_AHEAD + 1);
     const char **argv = xcalloc((size_t)n, sizeof(*argv));
@@ -226,7 +271,11 @@ static void add_into(json_t *dst, json_t *src)
     json_object_foreach(src, k, v)
     {
         json_int_t n = json_is_integer(v) ? json_integer_value(v) : (json_int_t)json_number_value(v);
-        json_object_set_new(dst, k, json_integer(json_integer_value(json_object_get(dst, k)) + n));
+        json_t *d = json_object_get(dst, k);
+        if (json_is_integer(d)) /* in place: a month by agent adds ~20,000 of them */
+            json_integer_set(d, json_integer_value(d) + n);
+        else
+            json_object_set_new(dst, k, json_integer(n));
     }
 }
 
@@ -364,7 +413,20 @@ static void finish(struct report_job *job)
             free(csv);
             json_decref(out);
         } else {
-            http_reply_json(r, 200, out);
+            /* rates have 4 decimals: 10 significant digits print them as they are
+             * (12.3456, not 12.345599999999999), and a month by agent (~20,000 of them)
+             * prints in a fraction of the time */
+            char *text = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(10));
+            json_decref(out);
+            if (!text) {
+                http_reply_error(r, 500, "internal", "encoding failed");
+            } else {
+                size_t n = strlen(text);
+                text = xrealloc(text, n + 2);
+                text[n++] = '\n';
+                http_reply_raw(r, 200, "application/json", text, n);
+                free(text);
+            }
         }
     }
     json_decref(job->groups);

@@ -1,8 +1,8 @@
 /* cli_analytics.c - `omniccd -c FILE export --since T [--format ndjson|csv] [--table
- * events|facts]` (docs/EXPORT.md) and `omniccd -c FILE reports rebuild [--from-export]`
- * (docs/ANALYTICS.md): one-shot commands against the running deployment's Redis, through
- * the same store (and scripts) as the daemon; the rebuild from the case histories uses a
- * synchronous connection of its own. */
+ * events|facts]` (docs/EXPORT.md), `omniccd -c FILE reports rebuild [--from-export]` and
+ * `reports fold` (docs/ANALYTICS.md): one-shot commands against the running deployment's
+ * Redis, through the same store (and scripts) as the daemon; the rebuild from the case
+ * histories uses a synchronous connection of its own. */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +30,8 @@ static struct {
     /* rebuild */
     char scan[32];
     long long cleared, facts;
+    /* fold */
+    long long fold_hours, fold_fields;
 } c;
 
 static void stop(int code)
@@ -233,6 +235,37 @@ static void rebuild_clear(void)
         stop(2);
 }
 
+/* ---- reports fold: the daemon's fold of ended hours into the day counters, until none
+ * is due (report_rebuild.lua 'fold'; docs/ANALYTICS.md) ---- */
+
+static void fold_step(void);
+
+static void fold_step_done(const redisReply *reply, const char *err, void *arg)
+{
+    (void)arg;
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+        fprintf(stderr, "reports fold: %s\n", err ? err : "unexpected reply");
+        stop(2);
+        return;
+    }
+    c.fold_hours += reply->element[1]->integer;
+    c.fold_fields += reply->element[2]->integer;
+    if (reply->element[3]->integer > 0 && reply->element[1]->integer > 0) {
+        fold_step();
+        return;
+    }
+    printf("{\"hours\":%lld,\"fields\":%lld,\"folded_to\":%lld}\n", c.fold_hours,
+           c.fold_fields, reply->element[0]->integer);
+    stop(0);
+}
+
+static void fold_step(void)
+{
+    const char *argv[2] = {"fold", "8000"}; /* as the daemon (api_reports.c) */
+    if (store_script(SCRIPT_REPORT_REBUILD, 2, argv, NULL, fold_step_done, NULL) < 0)
+        stop(2);
+}
+
 /* ---- reports rebuild from the case histories (synchronous: a one-shot command) ----
  *
  * Every call of lib.lua rollup() leaves its fact ('<hour>|<dims>|<metric>:<n> ...') in the
@@ -338,6 +371,10 @@ struct rebuild_counts {
     size_t n_hours, cap_hours;
     int64_t memo_hour, memo_day; /* analytics_day_start() of the last fact's hour */
     int memo_set;
+    /* the fold mark ('rdays' 'folded'): hours from it on are not in the day counters yet
+     * (the fold adds them); INT64_MAX when the database has none (counted directly) */
+    int64_t mark;
+    bool has_mark;
 };
 
 static void hour_seen(struct rebuild_counts *k, int64_t h)
@@ -394,8 +431,10 @@ static int apply_facts(redisContext *rc, const char *base, const char *rp, size_
         for (int d = 0; d < 5; d++)
             snprintf(dkey[d], sizeof(dkey[d]), "%srdb:%lld:%s", base, (long long)k->memo_day,
                      dims[d]);
-        bool none[5] = {false, false, false, bar[4] - bar[3] == 2 && bar[3][1] == '-',
-                        bar[5] - bar[4] == 2 && bar[4][1] == '-'};
+        bool unfolded = hour >= k->mark;
+        bool none[5] = {unfolded, unfolded, unfolded,
+                        unfolded || (bar[4] - bar[3] == 2 && bar[3][1] == '-'),
+                        unfolded || (bar[5] - bar[4] == 2 && bar[4][1] == '-')};
         const char *m = bar[5] + 1;
         long long before = *queued;
         while (m < le) {
@@ -491,6 +530,18 @@ static int rebuild_from_histories(const struct config *cfg)
     struct rebuild_counts k = {0};
     struct strv keys = {0};
     int rv = 2;
+    redisReply *mr = redisCommand(rc, "HGET %srdays folded", base);
+    if (!mr || (mr->type != REDIS_REPLY_STRING && mr->type != REDIS_REPLY_NIL)) {
+        fprintf(stderr, "reports rebuild: HGET rdays: %s\n",
+                mr && mr->type == REDIS_REPLY_ERROR ? mr->str : rc->errstr);
+        if (mr)
+            freeReplyObject(mr);
+        redisFree(rc);
+        return 2;
+    }
+    k.has_mark = mr->type == REDIS_REPLY_STRING;
+    k.mark = k.has_mark ? strtoll(mr->str, NULL, 10) : INT64_MAX;
+    freeReplyObject(mr);
     char *pat = xasprintf("%srpb:*", base); /* left by an interrupted rebuild */
     if (scan_keys(rc, pat, NULL, &keys) < 0 || delete_keys(rc, &keys) < 0)
         goto out;
@@ -555,7 +606,11 @@ static int rebuild_from_histories(const struct config *cfg)
     }
     redisAppendCommand(rc, "HSET %srdays zone %s from 0", base,
                        cfg->analytics_timezone ? cfg->analytics_timezone : "UTC");
-    if (drain(rc, (long long)mapped + 1, "HSET") < 0)
+    /* the mark back where this rebuild read it: hours a daemon folded meanwhile into the
+     * counters just replaced are folded again, into these */
+    if (k.has_mark)
+        redisAppendCommand(rc, "HSET %srdays folded %lld", base, (long long)k.mark);
+    if (drain(rc, (long long)mapped + 1 + k.has_mark, "HSET") < 0)
         goto out;
     printf("{\"histories\":%lld,\"entries\":%lld,\"facts\":%lld,\"hours\":%zu,"
            "\"day_keys\":%zu,\"cleared_keys\":%lld}\n",
@@ -577,6 +632,8 @@ int cli_reports(const struct config *cfg, int argc, char **argv)
         snprintf(c.scan, sizeof(c.scan), "0");
         return run(cfg, rebuild_clear);
     }
-    fprintf(stderr, "usage: omniccd -c FILE reports rebuild [--from-export]\n");
+    if (argc == 1 && strcmp(argv[0], "fold") == 0)
+        return run(cfg, fold_step);
+    fprintf(stderr, "usage: omniccd -c FILE reports rebuild [--from-export] | reports fold\n");
     return 2;
 }

@@ -51,6 +51,7 @@ static void usage(FILE *out)
                  "       omniccd -c FILE import PATH    import policyholders (NDJSON)\n"
                  "       omniccd -c FILE export [--since T] [--format ndjson|csv] [--table events|facts]\n"
                  "       omniccd -c FILE reports rebuild [--from-export]  recompute report counters\n"
+                 "       omniccd -c FILE reports fold   fold ended hours into the day counters\n"
                  "       omniccd --print-config         print a sample configuration\n");
 }
 

@@ -562,11 +562,20 @@ end
 -- the UTC hour the local day starts in; the daemon keeps the map hour -> day in the hash
 -- 'rdays' (field <hour>), so no time zone arithmetic runs here. Agent and branch '-' (none)
 -- are not kept per day: a report derives them as the total minus the agents (branches).
+-- The day counters are not written here for an hour still open: once an hour has ended,
+-- report_rebuild.lua 'fold' adds its whole hash into them in one call and moves the mark
+-- 'rdays' 'folded' past it (every hour before the mark is in the day counters). Only a
+-- figure of an hour already folded (a late one: answered, handled... after the fold) is
+-- added to the day counters here; a report reads the hours from the mark on from their
+-- hour hashes. So an ingest writes the hour hash only.
 local rd_cache = {}
 local function rp_day(hour)
   local d = rd_cache[hour]
   if d == nil then
-    d = redis.call('HGET', B .. 'rdays', hour) or false
+    local v = redis.call('HMGET', B .. 'rdays', 'folded', hour)
+    local mark = tonumber(v[1])
+    -- no mark: a database no folding omniccd has connected to writes every day directly
+    d = (not mark or hour < mark) and v[2] or false
     rd_cache[hour] = d
   end
   return d

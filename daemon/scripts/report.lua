@@ -15,23 +15,30 @@ local budget = tonumber(ARGV[3]) or 1e18
 -- is made of when it is whole days (interval day or week), else []; ARGV[5]: the zone. Such
 -- a day is read from its day counters rd:<day>:<dim> ('<value>|<metric>', lib.lua rollup())
 -- when the map 'rdays' is of that zone and the day is not before its 'from'; otherwise
--- (and for hour periods) from the hour hashes.
+-- (and for hour periods) from the hour hashes. The day counters hold the hours before the
+-- fold mark 'rdays' 'folded' (lib.lua rollup()); a day's hours from the mark on (today's,
+-- mostly) are added from their hour hashes, so a report includes what just happened.
 local pdays = ARGV[4] and cjson.decode(ARGV[4]) or {}
-local rdays = redis.call('HMGET', B .. 'rdays', 'zone', 'from')
+local rdays = redis.call('HMGET', B .. 'rdays', 'zone', 'from', 'folded')
 local day_from = (rdays[1] and rdays[1] == ARGV[5]) and tonumber(rdays[2]) or nil
+local mark = tonumber(rdays[3]) or 1e15 -- no mark: every day counted directly
 local function over()
   return fail('ERR_INVALID', 'report too large: more counter fields than [analytics] ' ..
               'report_max_fields allows; ask for a shorter period')
 end
+-- the field's value of the dimension and its metric, and nothing else: two captures instead
+-- of six make a busy hour's ~7,000 fields a third cheaper to read
+local field_pat = '^' .. string.rep('[^|]*|', pos - 1) .. '([^|]*)|' ..
+                  string.rep('[^|]*|', 5 - pos) .. '([^|]*)$'
 local function read_hours(g, t, h0, h1)
   for h = h0, h1 - 1 do
     local flat = redis.call('HGETALL', B .. 'rp:' .. h)
     budget = budget - #flat / 2
     if budget < 0 then return false end
     for i = 1, #flat, 2 do
-      local d = {string.match(flat[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')}
-      if d[6] then
-        local v, m, n = d[pos], d[6], tonumber(flat[i + 1])
+      local v, m = string.match(flat[i], field_pat)
+      if m then
+        local n = tonumber(flat[i + 1])
         local gv = g[v]
         if not gv then gv = {}; g[v] = gv end
         gv[m] = (gv[m] or 0) + n
@@ -92,7 +99,11 @@ for p = 1, #bounds - 1 do
     for i = 1, #ds do
       local d, e = ds[i], ds[i + 1] or bounds[p + 1]
       local ok
-      if d >= day_from then ok = read_day(g, t, d) else ok = read_hours(g, t, d, e) end
+      if d < day_from then
+        ok = read_hours(g, t, d, e)
+      else
+        ok = read_day(g, t, d) and (e <= mark or read_hours(g, t, math.max(d, mark), e))
+      end
       if not ok then return over() end
     end
   elseif not read_hours(g, t, bounds[p], bounds[p + 1]) then

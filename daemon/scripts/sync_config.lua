@@ -29,6 +29,15 @@ if c.days then
     end
     redis.call('HSET', rk, 'zone', c.days.zone, 'from', from)
   end
+  -- the fold mark (lib.lua rollup(), report_rebuild.lua 'fold'): hours before it are in the
+  -- day counters. First set by this version: the current hour when nothing of it has been
+  -- counted yet, else the next one (an earlier omniccd counted this hour's figures into
+  -- the day counters already, as it went)
+  if not redis.call('HGET', rk, 'folded') then
+    local mark = c.days.now_hour
+    if redis.call('EXISTS', B .. 'rp:' .. mark) == 1 then mark = mark + 1 end
+    redis.call('HSET', rk, 'folded', mark)
+  end
   local m = c.days.map
   for i = 1, #m, 200 do
     local args = {}

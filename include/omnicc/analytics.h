@@ -29,7 +29,8 @@ int64_t analytics_day_start(int64_t h);
 /* {zone, today, tomorrow, now_hour, map: [hour, day, ...]} for sync_config.lua: the map
  * hour -> day from 45 days back to 2 days ahead (a new JSON object). */
 struct json_t *analytics_days_document(const struct config *cfg);
-/* From the router's timer: once an hour, extends the map 'rdays' 2 days ahead. */
+/* From the router's timer: once an hour, extends the map 'rdays' 2 days ahead; every
+ * minute, folds the hours that have ended into the day counters. */
 void analytics_days_tick(void);
 
 /* Append one entry to the append-only audit stream: action, the object, details (JSON

@@ -76,6 +76,8 @@ class Reports(Floor):
     def rollup_keys(self, pattern='rp:*'):
         out = {}
         for k in self.redis.raw('KEYS', BASE + pattern):
+            if not k:  # no key at all
+                continue
             lines = self.redis.raw('HGETALL', k)
             out[k] = dict(zip(lines[0::2], lines[1::2]))
         return out
@@ -226,16 +228,17 @@ class LiveReportTest(Reports, harness.TestCase):
 
     def test_day_counters_equal_the_hours(self):
         # today's local day is read from the day counters rd:<day>:<dim> (counted from today:
-        # the map 'rdays' was made on a fresh database), the hour report from the hour hashes
+        # the map 'rdays' was made on a fresh database) plus the hours not yet folded into
+        # them, the hour report from the hour hashes
         self.assertEqual(self.redis.cli('HGET', BASE + 'rdays', 'zone'), 'Europe/Madrid')
         now_hour = int(time.time()) // 3600
         self.assertLessEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'from')), now_hour)
         self.assertTrue(self.redis.cli('HGET', BASE + 'rdays', str(now_hour + 24)))  # ahead
-        days = self.rollup_keys('rd:*')
-        self.assertTrue(days)
-        # branch and agent '-' (none) are not kept per day: this run has no branch
-        self.assertEqual({k.rsplit(':', 1)[1] for k in days},
-                         {'channel', 'queue', 'segment', 'agent'})
+        # the fold mark of a fresh database is the hour it started in; the run's hour has
+        # not ended, so ingest wrote the hour hash only and no day counter exists yet
+        mark = int(self.redis.cli('HGET', BASE + 'rdays', 'folded'))
+        self.assertIn(mark, (now_hour - 1, now_hour))
+        self.assertEqual(self.rollup_keys('rd:*'), {})
         for dim in ('channel', 'queue', 'segment', 'branch', 'agent'):
             day = self.report(self.today_query(dim, 'day'))
             hour = self.report(self.today_query(dim, 'hour'))
@@ -557,6 +560,22 @@ class PeriodTest(Reports, harness.TestCase):
         self.assertGreaterEqual(first['wait_ms'], 2 * 3600 * 1000)
         self.assertEqual(first['handled'], 1)
         self.assertEqual(sum(p['offered'] for p in per.values()), 1)  # at the real arrival
+        # its arrival hour is before the fold mark (the hour omniccd started in): the late
+        # figures went into the day counters at once, the arrival into the open hour only;
+        # a daily report adds both up as the hours do
+        self.assertLess(arrival_hour, int(self.redis.cli('HGET', BASE + 'rdays', 'folded')))
+        days = self.rollup_keys('rd:*')
+        self.assertEqual(sum(int(v) for k, f in days.items() if k.endswith(':channel')
+                             for n, v in f.items() if n == 'voice|answered'), 1)
+        a = (datetime.datetime.utcfromtimestamp(arrival_hour * 3600) -
+             datetime.timedelta(days=1)).strftime('%Y-%m-%d')
+        b = (datetime.datetime.utcnow() + datetime.timedelta(days=2)).strftime('%Y-%m-%d')
+        for g in ('channel', 'agent'):
+            q = 'from=%s&to=%s&group_by=%s' % (a, b, g)
+            self.assertEqual(self.report(q + '&interval=day')['total'],
+                             self.report(q + '&interval=hour')['total'])
+            self.assertEqual(self.report(q + '&interval=day')['groups'],
+                             self.report(q + '&interval=hour')['groups'])
 
 
     def test_day_counters_only_in_their_zone_and_from_their_first_day(self):
@@ -584,6 +603,55 @@ class PeriodTest(Reports, harness.TestCase):
         finally:
             self.redis.cli('DEL', BASE + 'rd:%d:channel' % day, BASE + 'rd:%d:agent' % day)
             self.redis.cli('HSET', BASE + 'rdays', 'zone', 'Europe/Madrid', 'from', 1e15)
+
+
+class FoldTest(Reports, harness.TestCase):
+    """omniccd folds ended hours into the day counters by itself: hour hashes of three past
+    hours (as rollup() leaves them, with agents and a branch) and the fold mark before them,
+    then omniccd starts: the mark moves past them up to the last hour ended, their figures
+    are in the day counters (branch and agent '-' not kept), and every report by day equals
+    the one by hour."""
+    extra_config = CONFIG
+
+    def test_omniccd_folds_ended_hours(self):
+        now_hour = int(time.time()) // 3600
+        h0 = now_hour - 20 * 24
+        hours = (h0, h0 + 1, h0 + 30)
+        self.d.stop()
+        for i, h in enumerate(hours):
+            for f, n in (('voice|default|gold|-|-|offered', 3 + i),
+                         ('voice|default|gold|-|A-1|answered', 2),
+                         ('branch|default|standard|B-1|-|offered', 1),
+                         ('branch|default|standard|B-1|A-2|handle_ms', 60000 + i)):
+                self.redis.cli('HINCRBY', '%srp:%d' % (BASE, h), f, n)
+        self.redis.cli('HSET', BASE + 'rdays', 'folded', h0, 'from', 0)
+        self.d.start()
+        deadline = time.time() + 15
+        while int(self.redis.cli('HGET', BASE + 'rdays', 'folded')) < now_hour - 1:
+            self.assertLess(time.time(), deadline, 'the fold did not run')
+            time.sleep(0.1)
+        self.assertLessEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'folded')), now_hour)
+        tot = {}
+        for k, f in self.rollup_keys('rd:*').items():
+            for n, v in f.items():
+                tot[k.rsplit(':', 1)[1], n] = tot.get((k.rsplit(':', 1)[1], n), 0) + int(v)
+        self.assertEqual(tot, {('channel', 'voice|offered'): 12, ('channel', 'voice|answered'): 6,
+                               ('channel', 'branch|offered'): 3,
+                               ('channel', 'branch|handle_ms'): 180003,
+                               ('queue', 'default|offered'): 15, ('queue', 'default|answered'): 6,
+                               ('queue', 'default|handle_ms'): 180003,
+                               ('segment', 'gold|offered'): 12, ('segment', 'gold|answered'): 6,
+                               ('segment', 'standard|offered'): 3,
+                               ('segment', 'standard|handle_ms'): 180003,
+                               ('branch', 'B-1|offered'): 3, ('branch', 'B-1|handle_ms'): 180003,
+                               ('agent', 'A-1|answered'): 6, ('agent', 'A-2|handle_ms'): 180003})
+        a = datetime.datetime.utcfromtimestamp((h0 - 48) * 3600).strftime('%Y-%m-%d')
+        b = datetime.datetime.utcfromtimestamp((h0 + 30 + 48) * 3600).strftime('%Y-%m-%d')
+        for g in DIMS:
+            q = 'from=%s&to=%s&group_by=%s' % (a, b, g)
+            day, hour = self.report(q + '&interval=day'), self.report(q + '&interval=hour')
+            self.assertEqual((day['total'], day['groups']), (hour['total'], hour['groups']), g)
+            self.assertEqual(day['total']['offered'], 15)
 
 
 class HalfHourZoneTest(Reports, harness.TestCase):
@@ -670,6 +738,11 @@ allowed_origins = https://www.insurer.example
         return iid
 
     def test_rebuild_from_the_histories_equals_live(self):
+        # the fold mark ahead, as in the hour of an upgrade: every figure of this run goes
+        # into the day counters at once (as late figures of folded hours do); the fold is
+        # checked against them at the end
+        now_hour = int(time.time()) // 3600
+        self.redis.cli('HSET', BASE + 'rdays', 'folded', now_hour + 2)
         rnd = random.Random(1717)
         chans = ['voice', 'email', 'webchat', 'fax', 'branch']
         cap = {ch: 10 for ch in chans}
@@ -775,6 +848,66 @@ allowed_origins = https://www.insurer.example
         json.loads(self.cli('reports', 'rebuild'))
         self.assertEqual(self.rollup_keys(), live)
         self.assertEqual(self.rollup_keys('rd:*'), live_days)
+        self.assertEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'folded')), now_hour + 2)
+        self.check_fold_and_rebuild_mark(live, live_days)
+
+    def check_fold_and_rebuild_mark(self, live, live_days):
+        """The fold of ended hours into the day counters gives what writing them at once
+        gave: the run's hour hashes copied two weeks back (ended hours), the mark set to the
+        first of them, `omniccd reports fold` makes the day counters of those days, equal
+        field for field (summed over the days) to the ones this run wrote as it went; a
+        daily report equals the hourly one before and after; a second fold changes nothing;
+        a rebuild leaves the hours from the mark out of the day counters."""
+        shift = 14 * 24
+        hours = sorted(int(k.rsplit(':', 1)[1]) for k in live)
+        for h in hours:
+            self.redis.cli('COPY', '%srp:%d' % (BASE, h), '%srp:%d' % (BASE, h - shift))
+        first = hours[0] - shift
+        a = datetime.datetime.utcfromtimestamp((first - 48) * 3600).strftime('%Y-%m-%d')
+        b = datetime.datetime.utcfromtimestamp((hours[-1] - shift + 48) * 3600).strftime('%Y-%m-%d')
+        q = 'from=%s&to=%s' % (a, b)
+
+        def reports():
+            out = {}
+            for g in DIMS:
+                for iv in ('day', 'hour'):
+                    r = self.report('%s&group_by=%s&interval=%s' % (q, g, iv))
+                    out[g, iv] = (r['total'], r['groups'])
+                self.assertEqual(out[g, 'day'], out[g, 'hour'], g)
+            return out
+        self.redis.cli('HSET', BASE + 'rdays', 'folded', first)
+        before = reports()  # unfolded: the days read from the hour hashes
+        self.assertEqual(before['channel', 'day'][0]['offered'],
+                         sum(int(v) for f in live.values() for k, v in f.items()
+                             if k.endswith('|offered')))
+        out = json.loads(self.cli('reports', 'fold'))
+        mark = int(self.redis.cli('HGET', BASE + 'rdays', 'folded'))
+        self.assertGreater(mark, hours[-1] - shift)
+        self.assertLessEqual(mark, int(time.time()) // 3600)
+        self.assertEqual(out['folded_to'], mark)  # (the daemon's own fold may have run first)
+
+        def by_dim(keys):
+            tot = {}
+            for k, f in keys.items():
+                dim = k.rsplit(':', 1)[1]
+                for n, v in f.items():
+                    tot[dim, n] = tot.get((dim, n), 0) + int(v)
+            return tot
+        days = self.rollup_keys('rd:*')
+        folded = {k: f for k, f in days.items() if k not in live_days}
+        self.assertTrue(folded)
+        self.assertEqual(by_dim(folded), by_dim(live_days))
+        self.assertEqual(reports(), before)
+        again = json.loads(self.cli('reports', 'fold'))
+        self.assertEqual((again['hours'], again['folded_to']), (0, mark))
+        self.assertEqual(self.rollup_keys('rd:*'), days)
+        # a rebuild with the mark inside the copied days puts only the hours before it into
+        # the day counters (the copies are no facts of any history: they are dropped)
+        self.redis.cli('HSET', BASE + 'rdays', 'folded', hours[0])
+        json.loads(self.cli('reports', 'rebuild'))
+        self.assertEqual(self.rollup_keys(), live)
+        self.assertEqual(self.rollup_keys('rd:*'), {})
+        self.assertEqual(int(self.redis.cli('HGET', BASE + 'rdays', 'folded')), hours[0])
 
     def cli(self, *args):
         out = subprocess.run([harness.OMNICCD, '-c', self.d.config_path] + list(args),
