@@ -16,12 +16,21 @@ local BK = B .. 'branch:' .. BR
 local OUTBOX_MAX = 5000
 local TERM_TTL = 30 * 86400
 
+-- A frame's result is kept under its msg_id as "op\nresult JSON" (the JSON as first sent, so a
+-- replay answers the very same text); an older entry is the JSON {op, result}.
+local function stored_result(text)
+  local sop, json = string.match(text, '^([%w_]+)\n(.*)$')
+  if sop then return sop, json end
+  local p = cjson.decode(text)
+  return p.op, cjson.encode(p.result)
+end
+
 if MSG ~= '' then
   local prev = redis.call('GET', TK .. ':msg:' .. MSG)
   if prev then
-    local p = cjson.decode(prev)
-    if p.op ~= op then return fail('ERR_CONFLICT', 'msg_id ' .. MSG .. ' was already used for ' .. p.op) end
-    return {1, cjson.encode(p.result)}
+    local used_for, json = stored_result(prev)
+    if used_for ~= op then return fail('ERR_CONFLICT', 'msg_id ' .. MSG .. ' was already used for ' .. used_for) end
+    return {1, json}
   end
 end
 
@@ -88,8 +97,9 @@ local function visit_id_of(a)
   if a.visit_ref then
     local prev = redis.call('GET', TK .. ':msg:' .. a.visit_ref)
     if not prev then return nil end
-    local p = cjson.decode(prev)
-    return p.result and p.result.visit
+    local _, json = stored_result(prev)
+    local res = cjson.decode(json)
+    return type(res) == 'table' and res.visit or nil
   end
   return nil
 end
@@ -710,6 +720,8 @@ if type(res) == 'string' then
   return fail(code or 'ERR_INVALID', msg or res)
 end
 if MSG ~= '' then
-  redis.call('SET', TK .. ':msg:' .. MSG, cjson.encode({op = op, result = res}), 'EX', ttl)
+  local json = encode(res)
+  redis.call('SET', TK .. ':msg:' .. MSG, op .. '\n' .. json, 'EX', ttl)
+  return {0, json}
 end
-return {0, cjson.encode(res)}
+return {0, encode(res)}

@@ -276,8 +276,18 @@ local function deadline_add(due, member, flag)
   if not next_due or due < next_due then next_due = due end
 end
 
+-- Redis' cjson writes an empty table as {}: a list that may be empty is set to
+-- list_or_empty(t), and encode() writes [] where it is EMPTY_LIST.
+local EMPTY_LIST = '\1[]'
+local function list_or_empty(t) if #t == 0 then return EMPTY_LIST end return t end
+local function encode(t)
+  local json = cjson.encode(t)
+  if string.find(json, '"\\u0001[]"', 1, true) then json = string.gsub(json, '"\\u0001%[%]"', '[]') end
+  return json
+end
+
 local function emit(now, etype, aid, data)
-  local json = cjson.encode(data) -- once for both streams (a screen pop is ~1 KB)
+  local json = encode(data) -- once for both streams (a screen pop is ~1 KB)
   local fields = {'type', etype, 'agent', aid or '', 'data', json}
   if next_due then
     fields[#fields + 1] = 'due'
@@ -337,7 +347,7 @@ local function screen_pop(ix_id, ix)
   if ix.metadata then view.metadata = cjson.decode(ix.metadata) end
   return {interaction = view,
           customer = {id = ix.customer_id, name = cust.name, segment = cust.segment or 'standard'},
-          open_cases = open, history = hist}
+          open_cases = list_or_empty(open), history = list_or_empty(hist)}
 end
 
 -- Offer ix to aid: the reservation, the agent's load, indexes, history and the event.

@@ -328,6 +328,8 @@ class EventStreamTest(Floor, harness.TestCase):
                          (call['id'], 'voice', call['case_id'], 'Windscreen'))
         self.assertEqual(pop['customer'], {'id': call['customer_id'], 'name': 'Ana Platinum',
                                            'segment': 'platinum'})
+        self.assertIsInstance(pop['open_cases'], list)
+        self.assertIsInstance(pop['history'], list)
         self.assertEqual([c['id'] for c in pop['open_cases']], [call['case_id']])
         self.assertEqual(pop['open_cases'][0]['policy'], policy)
         htypes = [h['type'] for h in pop['history']]
