@@ -19,12 +19,18 @@ for _, q in ipairs(names) do
     s.waiting_total = total
     local oldest = redis.call('ZRANGE', B .. 'q:' .. q .. ':age', 0, 0, 'WITHSCORES')
     s.longest_wait_ms = oldest[2] and (now - tonumber(oldest[2])) or 0
-    local ag = redis.call('HGETALL', B .. 'q:' .. q .. ':agents')
+    local ag = redis.call('HGETALL', queue_agents_key(q))
     for i = 1, #ag, 2 do s.agents[ag[i]] = tonumber(ag[i + 1]) end
-    win_advance(q, math.floor(now / 60000), window)
-    local vals = redis.call('HMGET', B .. 'q:' .. q .. ':win', unpack(QSTAT_FIELDS))
+    -- the window's sums with its bounds in one read; moved first only when it must be
+    local m = math.floor(now / 60000)
+    local vals = redis.call('HMGET', B .. 'q:' .. q .. ':win', 'from', 'w', unpack(QSTAT_FIELDS))
+    local from, w_for = tonumber(vals[1]), tonumber(vals[2])
+    if not (from and w_for == window and from >= m - window + 1) then
+      win_advance(q, m, window)
+      vals = redis.call('HMGET', B .. 'q:' .. q .. ':win', 'from', 'w', unpack(QSTAT_FIELDS))
+    end
     local w = {}
-    for i, f in ipairs(QSTAT_FIELDS) do w[f] = tonumber(vals[i]) or 0 end
+    for i, f in ipairs(QSTAT_FIELDS) do w[f] = tonumber(vals[i + 2]) or 0 end
     local answered_or_lost = w.accepted + w.abandoned
     s.window_minutes = window
     s.offered, s.accepted, s.abandoned, s.transferred, s.timed_out = w.offered, w.accepted, w.abandoned, w.transferred, w.timed_out
