@@ -305,19 +305,22 @@ static char *pool_id(const char *strategy, const struct skill_req *req, int n)
     return out;
 }
 
+char *router_queue_pool(const struct queue_conf *q, bool overflow)
+{
+    if (!overflow || !q->overflow_skills)
+        return pool_id(q->strategy, q->skill, q->n_skills);
+    struct skill_req relaxed[CONFIG_MAX_QUEUE_SKILLS];
+    int n = parse_overflow_skills(q->overflow_skills, relaxed);
+    char *pool = pool_id(q->strategy, relaxed, n);
+    for (int k = 0; k < n; k++)
+        free(relaxed[k].name);
+    return pool;
+}
+
 static json_t *queue_doc(const struct queue_conf *q, const char *name, bool virtual_overflow)
 {
     const char *target = "";
-    char *virt = NULL, *pool;
-    if (virtual_overflow) {
-        struct skill_req relaxed[CONFIG_MAX_QUEUE_SKILLS];
-        int n = parse_overflow_skills(q->overflow_skills, relaxed);
-        pool = pool_id(q->strategy, relaxed, n);
-        for (int k = 0; k < n; k++)
-            free(relaxed[k].name);
-    } else {
-        pool = pool_id(q->strategy, q->skill, q->n_skills);
-    }
+    char *virt = NULL, *pool = router_queue_pool(q, virtual_overflow);
     if (!virtual_overflow) {
         if (q->overflow_queue)
             target = q->overflow_queue;

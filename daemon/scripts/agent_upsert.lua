@@ -23,10 +23,7 @@ end
 redis.call('DEL', key .. ':queues')
 for _, q in ipairs(a.queues) do redis.call('SADD', key .. ':queues', q) end
 if a.pools then
-  redis.call('DEL', key .. ':pools')
-  for i = 1, #a.pools, 200 do
-    redis.call('SADD', key .. ':pools', unpack(a.pools, i, math.min(i + 199, #a.pools)))
-  end
+  redis.call('SET', key .. ':pools', table.concat(a.pools, '\n'))
 else
   agent_pools_build(a.id)
 end

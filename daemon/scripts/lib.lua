@@ -101,7 +101,8 @@ end
 --   pool:<P>:heads:<ch>  zset  queue -> score of the head of q:<Q>:wait:<ch>, for the
 --                              queues of P that have work waiting on ch
 --   pool:<P>:agents      hash  P's agents by activity (available, busy, away, offline)
---   agent:<id>:pools     set   '<ch> <P>' for each pool of the agent's queues and channel
+--   agent:<id>:pools     string '<ch> <P>' lines, one for each pool of the agent's queues
+--                              and channel (a string: a tenth of a set's memory)
 --   deadlines         zset  due ms -> "resv:R-1" | "ovf:I-1" | "maxw:I-1" | "wrap:I-1" | "excl:I-1"
 local CHANNEL_SCAN = 16   -- candidates looked at past exclusions (rejected offers) per index
 local qconf_cache = {}
@@ -186,8 +187,7 @@ end
 
 -- agent:<id>:pools from agent:<id>:queues (when the agent is saved): cost = its queues
 local function agent_pools_build(aid)
-  local pk, seen, members = B .. 'agent:' .. aid .. ':pools', {}, {}
-  redis.call('DEL', pk)
+  local seen, members = {}, {}
   for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
     local qc = qconf(q)
     if qc then
@@ -197,9 +197,7 @@ local function agent_pools_build(aid)
       end
     end
   end
-  for i = 1, #members, 200 do
-    redis.call('SADD', pk, unpack(members, i, math.min(i + 199, #members)))
-  end
+  redis.call('SET', B .. 'agent:' .. aid .. ':pools', table.concat(members, '\n'))
   return members
 end
 
@@ -207,9 +205,13 @@ end
 -- before pools existed (a data set of an older omniccd) gets it at its first change, and
 -- is counted in its pools' activity counters as it was before that change (before)
 local function agent_pool_members(aid, before)
-  local m = redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':pools')
-  if #m > 0 then return m, false end
-  m = agent_pools_build(aid)
+  local text = redis.call('GET', B .. 'agent:' .. aid .. ':pools')
+  if text then
+    local m = {}
+    for line in string.gmatch(text, '[^\n]+') do m[#m + 1] = line end
+    return m, false
+  end
+  local m = agent_pools_build(aid)
   if before then
     local seen = {}
     for _, x in ipairs(m) do
