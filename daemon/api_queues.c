@@ -1,12 +1,15 @@
 /* api_queues.c - live queue statistics for supervisors: GET /v1/queues and
  * /v1/queues/{name}. Pages of queues go to the stats script in parallel, so no single
- * script runs long however many queues are configured. */
+ * script runs long however many queues are configured. Each page names, per queue, what
+ * the daemon already knows from its configuration (pool, channels, strategy, service
+ * level), so the script reads only counters and no queue configuration. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "omnicc/api.h"
 #include "omnicc/config.h"
+#include "omnicc/router.h"
 #include "omnicc/store.h"
 #include "omnicc/util.h"
 
@@ -111,14 +114,26 @@ static void run_stats(struct http_req *r, json_t *names, bool single)
     page_done(&(redisReply){.type = REDIS_REPLY_NIL}, NULL, self);
 }
 
+/* [name, pool, channels, strategy, sla_seconds]: one queue of a queue_stats page */
+static json_t *stats_entry(const struct queue_conf *q, bool overflow)
+{
+    char *pool = router_queue_pool(q, overflow);
+    json_t *e = overflow ? json_pack("[s+,s,s,s,i]", q->name, "~overflow", pool, q->channels,
+                                     q->strategy, q->sla_seconds)
+                         : json_pack("[s,s,s,s,i]", q->name, pool, q->channels, q->strategy,
+                                     q->sla_seconds);
+    free(pool);
+    return e;
+}
+
 static void list_queues(struct http_req *r)
 {
     const struct config *cfg = api_config();
     json_t *names = json_array();
     for (int i = 0; i < cfg->n_queues; i++) {
-        json_array_append_new(names, json_string(cfg->queues[i]->name));
+        json_array_append_new(names, stats_entry(cfg->queues[i], false));
         if (cfg->queues[i]->overflow_skills)
-            json_array_append_new(names, json_sprintf("%s~overflow", cfg->queues[i]->name));
+            json_array_append_new(names, stats_entry(cfg->queues[i], true));
     }
     run_stats(r, names, false);
     json_decref(names);
@@ -138,7 +153,7 @@ static void get_queue(struct http_req *r)
         http_reply_error(r, 404, "not_found", "no such queue");
         return;
     }
-    json_t *names = json_pack("[s]", name);
+    json_t *names = json_pack("[o]", stats_entry(q, tilde != NULL));
     run_stats(r, names, true);
     json_decref(names);
 }

@@ -103,18 +103,41 @@ static int parse_overflow_skills(const char *text, struct skill_req *out)
     return n;
 }
 
-static json_t *eligible_queues(const struct config *cfg, json_t *skills)
+static char *pool_id(const char *strategy, const struct skill_req *req, int n);
+
+/* "<channel> <pool>" for each channel of a queue the agent is eligible for, once each
+ * (the agent's index entries, agent:<id>:pools) */
+static void add_pool_members(json_t *set, const char *channels_text, const char *pool)
+{
+    char *copy = xstrdup(channels_text), *save = NULL;
+    for (char *ch = strtok_r(copy, " ", &save); ch; ch = strtok_r(NULL, " ", &save)) {
+        char *m = xasprintf("%s %s", ch, pool);
+        json_object_set_new(set, m, json_true());
+        free(m);
+    }
+    free(copy);
+}
+
+static json_t *eligible_queues(const struct config *cfg, json_t *skills, json_t *pools)
 {
     json_t *out = json_array();
     for (int i = 0; i < cfg->n_queues; i++) {
         const struct queue_conf *q = cfg->queues[i];
-        if (meets(skills, q->skill, q->n_skills))
+        if (meets(skills, q->skill, q->n_skills)) {
             json_array_append_new(out, json_string(q->name));
+            char *p = pool_id(q->strategy, q->skill, q->n_skills);
+            add_pool_members(pools, q->channels, p);
+            free(p);
+        }
         if (q->overflow_skills) {
             struct skill_req relaxed[CONFIG_MAX_QUEUE_SKILLS];
             int n = parse_overflow_skills(q->overflow_skills, relaxed);
-            if (meets(skills, relaxed, n))
+            if (meets(skills, relaxed, n)) {
                 json_array_append_new(out, json_sprintf("%s~overflow", q->name));
+                char *p = pool_id(q->strategy, relaxed, n);
+                add_pool_members(pools, q->channels, p);
+                free(p);
+            }
             for (int k = 0; k < n; k++)
                 free(relaxed[k].name);
         }
@@ -232,9 +255,16 @@ json_t *router_agent_doc(const struct config *cfg, json_t *body, char **err)
     json_t *sk = skills && json_is_object(skills) ? skills : NULL;
     json_t *empty = json_object();
     char *skills_text = json_dumps(sk ? sk : empty, JSON_COMPACT | JSON_SORT_KEYS);
-    doc = json_pack("{s:O,s:s,s:O,s:O,s:I,s:o}", "id", id, "skills", skills_text, "capacity", cap,
-                    "wrapup", wrap, "capacity_total", cap_total, "queues",
-                    eligible_queues(cfg, sk ? sk : empty));
+    json_t *pool_set = json_object(), *pools = json_array();
+    json_t *queues = eligible_queues(cfg, sk ? sk : empty, pool_set);
+    json_object_foreach(pool_set, k, v)
+    {
+        json_array_append_new(pools, json_string(k));
+    }
+    json_decref(pool_set);
+    doc = json_pack("{s:O,s:s,s:O,s:O,s:I,s:o,s:o}", "id", id, "skills", skills_text, "capacity",
+                    cap, "wrapup", wrap, "capacity_total", cap_total, "queues", queues, "pools",
+                    pools);
     free(skills_text);
     json_decref(empty);
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
@@ -248,10 +278,49 @@ fail:
     return doc;
 }
 
+static int req_cmp(const void *a, const void *b)
+{
+    const struct skill_req *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : x->level - y->level;
+}
+
+/* The routing pool of a queue: "<strategy>/<skill>:<level>,..." with the requirements
+ * sorted. Queues with the same requirements and strategy have the same eligible agents in
+ * the same order, so they share one index of available agents per channel (lib.lua,
+ * docs/ROUTING.md "Pools"): an agent's change writes its pools, not each of its queues. */
+static char *pool_id(const char *strategy, const struct skill_req *req, int n)
+{
+    struct skill_req sorted[CONFIG_MAX_QUEUE_SKILLS];
+    memcpy(sorted, req, (size_t)n * sizeof(*req));
+    qsort(sorted, (size_t)n, sizeof(*sorted), req_cmp);
+    size_t cap = strlen(strategy) + 2;
+    for (int i = 0; i < n; i++)
+        cap += strlen(sorted[i].name) + 8;
+    char *out = xmalloc(cap);
+    size_t len = (size_t)snprintf(out, cap, "%s/", strategy);
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%s:%d", i ? "," : "", sorted[i].name,
+                                sorted[i].level);
+    return out;
+}
+
+char *router_queue_pool(const struct queue_conf *q, bool overflow)
+{
+    if (!overflow || !q->overflow_skills)
+        return pool_id(q->strategy, q->skill, q->n_skills);
+    struct skill_req relaxed[CONFIG_MAX_QUEUE_SKILLS];
+    int n = parse_overflow_skills(q->overflow_skills, relaxed);
+    char *pool = pool_id(q->strategy, relaxed, n);
+    for (int k = 0; k < n; k++)
+        free(relaxed[k].name);
+    return pool;
+}
+
 static json_t *queue_doc(const struct queue_conf *q, const char *name, bool virtual_overflow)
 {
     const char *target = "";
-    char *virt = NULL;
+    char *virt = NULL, *pool = router_queue_pool(q, virtual_overflow);
     if (!virtual_overflow) {
         if (q->overflow_queue)
             target = q->overflow_queue;
@@ -263,6 +332,8 @@ static json_t *queue_doc(const struct queue_conf *q, const char *name, bool virt
                           "overflow_after", virtual_overflow ? 0 : q->overflow_after,
                           "overflow_target", target, "max_wait", q->max_wait, "on_max_wait",
                           q->on_max_wait, "sla_seconds", q->sla_seconds);
+    json_object_set_new(d, "pool", json_string(pool));
+    free(pool);
     free(virt);
     return d;
 }

@@ -9,7 +9,8 @@ agent_reindex(aid, nil, agent_activity(a))
 for _, sha in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':tokens')) do
   redis.call('DEL', B .. 'token:' .. sha)
 end
-redis.call('DEL', B .. 'agent:' .. aid, B .. 'agent:' .. aid .. ':queues', B .. 'agent:' .. aid .. ':tokens')
+redis.call('DEL', B .. 'agent:' .. aid, B .. 'agent:' .. aid .. ':queues',
+           B .. 'agent:' .. aid .. ':pools', B .. 'agent:' .. aid .. ':tokens')
 redis.call('ZREM', B .. 'agents', aid)
 emit(now_ms(), 'agent.deleted', nil, {agent = aid})
 return {aid}

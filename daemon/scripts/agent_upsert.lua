@@ -1,7 +1,8 @@
 -- agent_upsert.lua: ARGV[1] 'create' | 'update', ARGV[2] agent JSON {id, name, skills,
--- capacity {ch: n}, capacity_total, wrapup {ch: s}, softphone, branch, queues [...]} where
--- queues are the queues the daemon found the agent eligible for. Cost: the agent's own
--- queues (old and new) x channels.
+-- capacity {ch: n}, capacity_total, wrapup {ch: s}, softphone, branch, queues [...],
+-- pools [...]} where queues are the queues the daemon found the agent eligible for and
+-- pools their '<channel> <pool>' (lib.lua). Cost: the agent's own queues and pools (old
+-- and new) x channels.
 local mode, a = ARGV[1], cjson.decode(ARGV[2])
 local now = now_ms()
 local key = B .. 'agent:' .. a.id
@@ -21,8 +22,14 @@ for _, ch in ipairs({'voice', 'email', 'fax', 'branch', 'webchat'}) do
 end
 redis.call('DEL', key .. ':queues')
 for _, q in ipairs(a.queues) do redis.call('SADD', key .. ':queues', q) end
+if a.pools then
+  redis.call('SET', key .. ':pools', table.concat(a.pools, '\n'))
+else
+  agent_pools_build(a.id)
+end
 redis.call('ZADD', B .. 'agents', 0, a.id)
 local fresh = agent_get(a.id)
-agent_reindex(a.id, fresh, nil)
+-- every entry was removed above (or there were none): only where it is free now
+agent_reindex(a.id, fresh, nil, {score = {}})
 local offers = route_agent(a.id, now)
 return {a.id, offers}

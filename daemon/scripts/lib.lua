@@ -92,9 +92,17 @@ end
 -- Routing (docs/ROUTING.md). Every operation below costs O(log n) in the waiting work and
 -- is bounded by one agent's own queues and channels, never by the floor:
 --   q:<Q>:wait:<ch>   zset  waiting interactions, score = arrival_s - boost_s (ageing free)
---   q:<Q>:avail:<ch>  zset  agents eligible for Q, available, with capacity left on ch;
---                           score by Q's strategy (last activity, occupancy, last offer)
 --   q:<Q>:age         zset  waiting interactions by arrival ms (longest wait, counts)
+-- Queues with the same requirements and strategy form a pool P ("<strategy>/<skills>",
+-- written by the daemon into queue:<Q> as 'pool'): they have the same eligible agents in
+-- the same order, so the agent indexes are kept once per pool, not once per queue:
+--   pool:<P>:avail:<ch>  zset  agents of P, available, with capacity left on ch; score
+--                              by P's strategy (last activity, occupancy, last offer)
+--   pool:<P>:heads:<ch>  zset  queue -> score of the head of q:<Q>:wait:<ch>, for the
+--                              queues of P that have work waiting on ch
+--   pool:<P>:agents      hash  P's agents by activity (available, busy, away, offline)
+--   agent:<id>:pools     string '<ch> <P>' lines, one for each pool of the agent's queues
+--                              and channel (a string: a tenth of a set's memory)
 --   deadlines         zset  due ms -> "resv:R-1" | "ovf:I-1" | "maxw:I-1" | "wrap:I-1" | "excl:I-1"
 local CHANNEL_SCAN = 16   -- candidates looked at past exclusions (rejected offers) per index
 local qconf_cache = {}
@@ -109,11 +117,27 @@ local function qconf(q)
   local c = qconf_cache[q]
   if c == nil then
     c = hash_to_table(redis.call('HGETALL', B .. 'queue:' .. q))
-    if c.channels then c.chanlist = split(c.channels) else c = false end
+    if c.channels then
+      c.chanlist = split(c.channels)
+      -- a configuration written without pools: each queue its own
+      if not c.pool or c.pool == '' then c.pool = (c.strategy or 'longest-idle') .. '/=' .. q end
+    else
+      c = false
+    end
     qconf_cache[q] = c
   end
   return c
 end
+
+local function pool_strategy(p) return string.match(p, '^([^/]*)/') end
+
+-- the agents-by-activity counters a queue reports (those of its pool)
+local function queue_agents_key(q)
+  local qc = qconf(q)
+  return B .. 'pool:' .. (qc and qc.pool or ('longest-idle/=' .. q)) .. ':agents'
+end
+
+local function avail_key(q, ch) return B .. 'pool:' .. qconf(q).pool .. ':avail:' .. ch end
 
 local function rconf(field, default)
   local v = redis.call('HGET', B .. 'routing:conf', field)
@@ -143,11 +167,14 @@ local function agent_score(a, strategy)
   return tonumber(a.last_activity) or 0
 end
 
--- the channels on which the agent is now in its queues' avail sets
+-- the channels on which the agent is now in its pools' avail sets, and its score there by
+-- strategy (an entry whose score did not change is not written again)
 local ALL_CHANNELS = {'voice', 'email', 'fax', 'branch', 'webchat'}
+local STRATEGIES = {'longest-idle', 'least-occupied', 'round-robin'}
 local function free_map(a)
-  local m = {}
+  local m = {score = {}}
   for _, ch in ipairs(ALL_CHANNELS) do m[ch] = agent_free_for(a, ch) end
+  for _, st in ipairs(STRATEGIES) do m.score[st] = agent_score(a, st) end
   return m
 end
 
@@ -158,31 +185,76 @@ local function agent_activity(a)
   return 'available'
 end
 
--- Bring every index entry of one agent up to date: cost = its queues x the channels it has
--- capacity on. An agent is never in an avail set of a channel it has no capacity on (the
--- capacity changes only in agent_upsert, which first removes every entry: a == nil), so
--- those channels need no call. was (optional, from free_map before the change): the
--- channels the agent was free on, so in the avail sets of; a channel it was not free on and
--- still is not needs no call either (a busy agent freeing and retaking a unit of capacity).
-local function agent_reindex(aid, a, old_activity, was)
-  local act = a and agent_activity(a) or nil
+-- agent:<id>:pools from agent:<id>:queues (when the agent is saved): cost = its queues
+local function agent_pools_build(aid)
+  local seen, members = {}, {}
   for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
     local qc = qconf(q)
     if qc then
       for _, ch in ipairs(qc.chanlist) do
-        local key = B .. 'q:' .. q .. ':avail:' .. ch
-        if not a then
-          redis.call('ZREM', key, aid)
-        elseif agent_free_for(a, ch) then
-          redis.call('ZADD', key, agent_score(a, qc.strategy), aid)
-        elseif (tonumber(a['cap:' .. ch]) or 0) > 0 and (not was or was[ch]) then
-          redis.call('ZREM', key, aid)
-        end
+        local m = ch .. ' ' .. qc.pool
+        if not seen[m] then seen[m] = true; members[#members + 1] = m end
       end
-      if old_activity ~= act then
-        if old_activity then redis.call('HINCRBY', B .. 'q:' .. q .. ':agents', old_activity, -1) end
-        if act then redis.call('HINCRBY', B .. 'q:' .. q .. ':agents', act, 1) end
+    end
+  end
+  redis.call('SET', B .. 'agent:' .. aid .. ':pools', table.concat(members, '\n'))
+  return members
+end
+
+-- the agent's '<ch> <pool>' list, and whether it was built just now: an agent saved
+-- before pools existed (a data set of an older omniccd) gets it at its first change, and
+-- is counted in its pools' activity counters as it was before that change (before)
+local function agent_pool_members(aid, before)
+  local text = redis.call('GET', B .. 'agent:' .. aid .. ':pools')
+  if text then
+    local m = {}
+    for line in string.gmatch(text, '[^\n]+') do m[#m + 1] = line end
+    return m, false
+  end
+  local m = agent_pools_build(aid)
+  if before then
+    local seen = {}
+    for _, x in ipairs(m) do
+      local p = string.match(x, '^%S+ (.+)$')
+      if not seen[p] then
+        seen[p] = true
+        redis.call('HINCRBY', B .. 'pool:' .. p .. ':agents', before, 1)
       end
+    end
+  end
+  return m, #m > 0
+end
+
+-- Bring every index entry of one agent up to date: cost = its pools x channels (queues of
+-- the same requirements and strategy share one pool). An agent is never in an avail set of
+-- a channel it has no capacity on (the capacity changes only in agent_upsert, which first
+-- removes every entry: a == nil), so those channels need no call. was (optional, from
+-- free_map before the change): the channels the agent was free on, so in the avail sets
+-- of, and its scores then; a channel it was not free on and still is not needs no call
+-- (a busy agent freeing and retaking a unit of capacity), nor one it stays free on with
+-- the same score (round-robin's last offer does not move on a release).
+local function agent_reindex(aid, a, old_activity, was)
+  local act = a and agent_activity(a) or nil
+  local counted = {}
+  local members, fresh = agent_pool_members(aid, old_activity)
+  if fresh then was = nil end   -- in no avail set yet
+  for _, m in ipairs(members) do
+    local ch, p = string.match(m, '^(%S+) (.+)$')
+    local key = B .. 'pool:' .. p .. ':avail:' .. ch
+    if not a then
+      redis.call('ZREM', key, aid)
+    elseif agent_free_for(a, ch) then
+      local st = pool_strategy(p)
+      local s = agent_score(a, st)
+      if not (was and was[ch] and was.score[st] == s) then redis.call('ZADD', key, s, aid) end
+    elseif (tonumber(a['cap:' .. ch]) or 0) > 0 and (not was or was[ch]) then
+      redis.call('ZREM', key, aid)
+    end
+    if old_activity ~= act and not counted[p] then
+      counted[p] = true
+      local ak = B .. 'pool:' .. p .. ':agents'
+      if old_activity then redis.call('HINCRBY', ak, old_activity, -1) end
+      if act then redis.call('HINCRBY', ak, act, 1) end
     end
   end
 end
@@ -303,8 +375,33 @@ end
 
 local function ix_wait_key(ix) return B .. 'q:' .. ix.queue .. ':wait:' .. ix.channel end
 
+-- after a change of q:<Q>:wait:<ch>: its head's score in pool:<P>:heads:<ch> (O(log n))
+local function wait_head_update(q, ch)
+  local qc = qconf(q)
+  if not qc then return end
+  local hk = B .. 'pool:' .. qc.pool .. ':heads:' .. ch
+  local h = redis.call('ZRANGE', B .. 'q:' .. q .. ':wait:' .. ch, 0, 0, 'WITHSCORES')
+  if h[1] then
+    redis.call('ZADD', hk, h[2], q)
+  else
+    redis.call('ZREM', hk, q)
+  end
+end
+
+-- every write of a wait set goes through wait_add / ix_dequeue, which keep the heads
+local function wait_add(ix_id, ix)
+  local key, s = ix_wait_key(ix), tonumber(ix.wait_score)
+  redis.call('ZADD', key, s, ix_id)
+  local qc = qconf(ix.queue)
+  if qc then
+    local hk = B .. 'pool:' .. qc.pool .. ':heads:' .. ix.channel
+    local cur = redis.call('ZSCORE', hk, ix.queue)
+    if not cur or s < tonumber(cur) then redis.call('ZADD', hk, s, ix.queue) end
+  end
+end
+
 local function ix_enqueue(ix_id, ix, now)
-  redis.call('ZADD', ix_wait_key(ix), tonumber(ix.wait_score), ix_id)
+  wait_add(ix_id, ix)
   redis.call('ZADD', B .. 'q:' .. ix.queue .. ':age', tonumber(ix.created_at), ix_id)
   local home = qconf(ix.home_queue or ix.queue)
   if home then
@@ -320,7 +417,7 @@ local function ix_enqueue(ix_id, ix, now)
 end
 
 local function ix_dequeue(ix_id, ix)
-  redis.call('ZREM', ix_wait_key(ix), ix_id)
+  if redis.call('ZREM', ix_wait_key(ix), ix_id) == 1 then wait_head_update(ix.queue, ix.channel) end
   redis.call('ZREM', B .. 'q:' .. ix.queue .. ':age', ix_id)
 end
 
@@ -386,7 +483,7 @@ local function route_interaction(ix_id, now)
   if ix.state ~= 'queued' then return nil end
   local qc = qconf(ix.queue)
   if not qc then return nil end
-  local avail = B .. 'q:' .. ix.queue .. ':avail:' .. ix.channel
+  local avail = avail_key(ix.queue, ix.channel)
   local sticky = tonumber(qc.sticky_seconds) or 0
   if sticky > 0 then
     local c = redis.call('HMGET', B .. 'case:' .. ix.case_id, 'last_agent', 'last_agent_at')
@@ -404,12 +501,14 @@ local function route_interaction(ix_id, now)
 end
 
 -- An agent with capacity: the best waiting interaction across its queues and channels,
--- repeated while capacity remains. The head of each (queue, channel) wait set the agent has
--- capacity on is read once; after an offer only the set it came from is read again (the
--- others did not change), so the cost is its queues x channels x O(log n) once, plus
--- O(log n) per offer (at most capacity_total <= 500: each one takes a unit of it). Index
--- entries are updated once at the end. stale: the agent's activity before a change the
--- caller made without updating its index entries (agent_release(..., true)).
+-- repeated while capacity remains. Each (pool, channel) of the agent has one heads set,
+-- the score of each of its queues' first waiting interaction: one read per pool and
+-- channel finds the best head, O(pools x channels x log n). Only when that head is blocked
+-- for this agent (it rejected it) is the pool read queue by queue, the first CHANNEL_SCAN
+-- of each. After an offer only the source it came from is read again (the others did not
+-- change); at most capacity_total <= 500 offers, each taking a unit of it. Index entries
+-- are updated once at the end. stale: the agent's activity before a change the caller
+-- made without updating its index entries (agent_release(..., true)).
 local function route_agent(aid, now, stale, stale_was)
   local a = agent_get(aid)
   if not a then return 0 end
@@ -417,18 +516,16 @@ local function route_agent(aid, now, stale, stale_was)
   if not stale then was = free_map(a) end
   local offers = 0
   if a.presence == 'available' and (tonumber(a.load_total) or 0) < (tonumber(a.cap_total) or 0) then
-    local heads = {}   -- per (queue, channel): key, ch, and the candidates read so far
-    for _, q in ipairs(redis.call('SMEMBERS', B .. 'agent:' .. aid .. ':queues')) do
-      local qc = qconf(q)
-      if qc then
-        for _, ch in ipairs(qc.chanlist) do
-          if (tonumber(a['cap:' .. ch]) or 0) > 0 then
-            heads[#heads + 1] = {key = B .. 'q:' .. q .. ':wait:' .. ch, ch = ch}
-          end
-        end
+    local srcs = {}   -- per (pool, channel) the agent has capacity on
+    local members, fresh = agent_pool_members(aid, old)
+    if fresh then stale, was = stale or old, nil end   -- index it below, whatever happens
+    for _, m in ipairs(members) do
+      local ch, p = string.match(m, '^(%S+) (.+)$')
+      if (tonumber(a['cap:' .. ch]) or 0) > 0 then
+        srcs[#srcs + 1] = {hk = B .. 'pool:' .. p .. ':heads:' .. ch, ch = ch}
       end
     end
-    -- the next candidate of h not yet ruled out: its id and score, or nil
+    -- one queue's wait set: the next candidate not yet ruled out, its id and score, or nil
     local function peek(h)
       if not h.c then
         -- the head alone first; the CHANNEL_SCAN window only past an exclusion
@@ -444,17 +541,45 @@ local function route_agent(aid, now, stale, stale_was)
       end
       h.pos = h.pos + 1
     end
+    -- the best candidate of a pool source scoring below bound (nil: any): the source to
+    -- read again after an offer from it, the interaction, its score; or nil
+    local function cand(h, bound)
+      if h.subs then
+        local bs, bid, bsc = nil, nil, bound
+        for _, sub in ipairs(h.subs) do
+          local id, sc = peek(sub)
+          while id and (not bsc or sc < bsc) and excluded(id, aid, now) do
+            skip(sub)
+            id, sc = peek(sub)
+          end
+          if id and (not bsc or sc < bsc) then bs, bid, bsc = sub, id, sc end
+        end
+        if bs then return bs, bid, bsc end
+        return nil
+      end
+      if not h.c then h.c, h.id = redis.call('ZRANGE', h.hk, 0, 0, 'WITHSCORES'), nil end
+      if not h.c[1] then return nil end
+      local sc = tonumber(h.c[2])
+      if bound and sc >= bound then return nil end
+      if not h.id then
+        h.id = redis.call('ZRANGE', B .. 'q:' .. h.c[1] .. ':wait:' .. h.ch, 0, 0)[1]
+        if not h.id then return nil end
+      end
+      if not excluded(h.id, aid, now) then return h, h.id, sc end
+      -- the pool's best head is blocked for this agent: its queues one by one from now on
+      h.subs = {}
+      for _, q in ipairs(redis.call('ZRANGE', h.hk, 0, -1)) do
+        h.subs[#h.subs + 1] = {key = B .. 'q:' .. q .. ':wait:' .. h.ch}
+      end
+      return cand(h, bound)
+    end
     for _ = 1, 500 do
       if (tonumber(a.load_total) or 0) >= (tonumber(a.cap_total) or 0) then break end
       local best, best_id, best_score
-      for _, h in ipairs(heads) do
+      for _, h in ipairs(srcs) do
         if agent_free_for(a, h.ch) then
-          local id, s = peek(h)
-          while id and (not best_score or s < best_score) and excluded(id, aid, now) do
-            skip(h)
-            id, s = peek(h)
-          end
-          if id and (not best_score or s < best_score) then best, best_id, best_score = h, id, s end
+          local src, id, sc = cand(h, best_score)
+          if src then best, best_id, best_score = src, id, sc end
         end
       end
       if not best then break end

@@ -24,7 +24,7 @@ for _, m in ipairs(due) do
         emit(now, 'interaction.overflowed', nil, {interaction = id, from_queue = ix.queue, to_queue = target})
         ix.overflowed_from = ix.queue
         ix.queue = target
-        redis.call('ZADD', ix_wait_key(ix), tonumber(ix.wait_score), id)
+        wait_add(id, ix)
         redis.call('ZADD', B .. 'q:' .. ix.queue .. ':age', tonumber(ix.created_at), id)
         route_interaction(id, now)
       end

@@ -6,11 +6,27 @@ local c = cjson.decode(ARGV[1])
 local rk = B .. 'routing:conf'
 redis.call('DEL', rk)
 for k, v in pairs(c.routing) do redis.call('HSET', rk, k, v) end
+local ALL_CH = {'voice', 'email', 'fax', 'branch', 'webchat'}
 for _, q in ipairs(c.queues) do
   local key = B .. 'queue:' .. q.name
+  local before = redis.call('HMGET', key, 'pool', 'channels')
   redis.call('DEL', key)
   for k, v in pairs(q) do redis.call('HSET', key, k, tostring(v)) end
   redis.call('SADD', B .. 'queues', q.name)
+  -- a new queue, a queue moved to another pool (its requirements or strategy changed) or
+  -- serving other channels: its entries in the pools' heads sets (lib.lua) again
+  if before[1] ~= q.pool or before[2] ~= q.channels then
+    local serves = {}
+    for ch in string.gmatch(q.channels, '%S+') do serves[ch] = true end
+    for _, ch in ipairs(ALL_CH) do
+      if before[1] and before[1] ~= q.pool then
+        redis.call('ZREM', B .. 'pool:' .. before[1] .. ':heads:' .. ch, q.name)
+      end
+      local hk = B .. 'pool:' .. q.pool .. ':heads:' .. ch
+      local h = serves[ch] and redis.call('ZRANGE', B .. 'q:' .. q.name .. ':wait:' .. ch, 0, 0, 'WITHSCORES') or {}
+      if h[1] then redis.call('ZADD', hk, h[2], q.name) else redis.call('ZREM', hk, q.name) end
+    end
+  end
 end
 -- the local-day map of the report counters (docs/ANALYTICS.md, lib.lua rollup()): hash
 -- 'rdays', field <hour> -> the UTC hour its local day starts in; 'zone' the zone of the

@@ -97,7 +97,7 @@ local function view()
     if rank then
       v.position = rank + 1
       local t = redis.call('HMGET', B .. 'q:' .. ix.queue .. ':totals', 'handled', 'handle_sum_ms')
-      local a = redis.call('HMGET', B .. 'q:' .. ix.queue .. ':agents', 'available', 'busy')
+      local a = redis.call('HMGET', queue_agents_key(ix.queue), 'available', 'busy')
       local handled = tonumber(t[1]) or 0
       local staffed = (tonumber(a[1]) or 0) + (tonumber(a[2]) or 0)
       if handled > 0 and staffed > 0 then

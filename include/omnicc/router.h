@@ -29,6 +29,11 @@ bool router_queue_serves(const struct config *cfg, const char *queue, const char
  * from skills. NULL and *err (naming the field) on invalid input. */
 json_t *router_agent_doc(const struct config *cfg, json_t *body, char **err);
 
+/* The routing pool of a queue (or of its virtual NAME~overflow queue): queues with the same
+ * requirements and strategy share their agent indexes (docs/ROUTING.md). Caller frees. */
+struct queue_conf;
+char *router_queue_pool(const struct queue_conf *q, bool overflow);
+
 /* The configuration document for the sync_config script (caller frees). */
 char *router_sync_document(void);
 

@@ -67,6 +67,12 @@ def queue_table(queues):
     return t
 
 
+def pool_of(q):
+    """The routing pool of a queue_table() entry, as the daemon names it (docs/ROUTING.md):
+    queues with the same requirements and strategy share their indexes of agents."""
+    return '%s/%s' % (q['strategy'], ','.join('%s:%d' % kv for kv in sorted(q['skills'].items())))
+
+
 def eligible_queues(skills, queues):
     return {n for n, q in queue_table(queues).items() if meets(skills, q['skills'])}
 
@@ -633,11 +639,13 @@ def check_structures(r, queues, agents=None, ixs=None, now_ms=None):
     if ixs is None:
         ixs = load_interactions(r)
     bad = []
-    want_avail, want_wait, want_age, want_counts = {}, {}, {}, {}
+    want_avail, want_wait, want_age, want_counts, want_heads = {}, {}, {}, {}, {}
     for q in qt:
-        want_counts[q] = {}
+        p = pool_of(qt[q])
+        want_counts[p] = {}
         for ch in qt[q]['channels']:
-            want_avail[(q, ch)] = {}
+            want_avail[(p, ch)] = {}
+            want_heads[(p, ch)] = {}
             want_wait[(q, ch)] = {}
         want_age[q] = {}
     held = {}
@@ -652,14 +660,18 @@ def check_structures(r, queues, agents=None, ixs=None, now_ms=None):
         if ag['load_total'] > ag['cap_total']:
             bad.append('agent %s: load_total %d > cap_total %d' % (aid, ag['load_total'], ag['cap_total']))
         act = agent_activity(ag)
+        counted = set()
         for q in ag['queues']:
             if q not in qt:
                 bad.append('agent %s: eligible for unknown queue %s' % (aid, q))
                 continue
-            want_counts[q][act] = want_counts[q].get(act, 0) + 1
+            p = pool_of(qt[q])
+            if p not in counted:
+                counted.add(p)
+                want_counts[p][act] = want_counts[p].get(act, 0) + 1
             for ch in qt[q]['channels']:
                 if agent_free_for(ag, load, ch):
-                    want_avail[(q, ch)][aid] = agent_score(ag['h'], qt[q]['strategy'])
+                    want_avail[(p, ch)][aid] = agent_score(ag['h'], qt[q]['strategy'])
     for ixid, h in ixs.items():
         st = h.get('state')
         if st == 'queued':
@@ -686,15 +698,15 @@ def check_structures(r, queues, agents=None, ixs=None, now_ms=None):
     def zset(key):
         return {m: s for m, s in r.zrange(key, 0, -1, withscores=True)}
 
-    for (q, ch), want in want_avail.items():
-        got = zset('%sq:%s:avail:%s' % (KEY, q, ch))
+    for (p, ch), want in want_avail.items():
+        got = zset('%spool:%s:avail:%s' % (KEY, p, ch))
         if set(got) != set(want):
-            bad.append('q:%s:avail:%s drifted: missing %s, extra %s' % (
-                q, ch, sorted(set(want) - set(got))[:10], sorted(set(got) - set(want))[:10]))
+            bad.append('pool:%s:avail:%s drifted: missing %s, extra %s' % (
+                p, ch, sorted(set(want) - set(got))[:10], sorted(set(got) - set(want))[:10]))
         else:
             for m, s in want.items():
                 if abs(got[m] - s) > 1.0:
-                    bad.append('q:%s:avail:%s: %s score %r, agent hash gives %r' % (q, ch, m, got[m], s))
+                    bad.append('pool:%s:avail:%s: %s score %r, agent hash gives %r' % (p, ch, m, got[m], s))
                     break
     for (q, ch), want in want_wait.items():
         got = zset('%sq:%s:wait:%s' % (KEY, q, ch))
@@ -706,15 +718,22 @@ def check_structures(r, queues, agents=None, ixs=None, now_ms=None):
                 if abs(got[m] - s) > 1e-3:
                     bad.append('q:%s:wait:%s: %s score %r, wait_score %r' % (q, ch, m, got[m], s))
                     break
+    for (q, ch), want in want_wait.items():
+        if want:
+            want_heads[(pool_of(qt[q]), ch)][q] = min(want.values())
+    for (p, ch), want in want_heads.items():
+        got = zset('%spool:%s:heads:%s' % (KEY, p, ch))
+        if set(got) != set(want) or any(abs(got[q] - s) > 1e-3 for q, s in want.items()):
+            bad.append('pool:%s:heads:%s %s, the wait sets give %s' % (p, ch, got, want))
     for q, want in want_age.items():
         got = zset('%sq:%s:age' % (KEY, q))
         if set(got) != set(want):
             bad.append('q:%s:age drifted: missing %s, extra %s' % (
                 q, sorted(set(want) - set(got))[:10], sorted(set(got) - set(want))[:10]))
-    for q, want in want_counts.items():
-        got = {k: int(v) for k, v in r.hgetall('%sq:%s:agents' % (KEY, q)).items() if int(v) != 0}
+    for p, want in want_counts.items():
+        got = {k: int(v) for k, v in r.hgetall('%spool:%s:agents' % (KEY, p)).items() if int(v) != 0}
         if got != want:
-            bad.append('q:%s:agents counts %s, agents give %s' % (q, got, want))
+            bad.append('pool:%s:agents counts %s, agents give %s' % (p, got, want))
     # open reservations <-> offered interactions, each with its deadline
     resv_ids = set()
     for k in r.scan_iter(match=KEY + 'resv:*', count=1000):

@@ -300,7 +300,8 @@ class MultiDaemonTest(unittest.TestCase):
             for ch in d['channels']:
                 sys.stderr.write('q:%s:%s wait %d avail %s\n' % (
                     q, ch, self.r.zcard(rm.KEY + 'q:%s:wait:%s' % (q, ch)),
-                    self.r.zrange(rm.KEY + 'q:%s:avail:%s' % (q, ch), 0, -1)))
+                    self.r.zrange(rm.KEY + 'pool:%s:avail:%s' % (
+                        rm.pool_of(rm.queue_table(QUEUES)[q]), ch), 0, -1)))
 
     def test_three_daemons_one_killed_mid_run(self):
         print('\nseed %d, %d agents, %d interactions%s' % (

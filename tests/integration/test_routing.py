@@ -537,7 +537,8 @@ class RoutingTest(Floor, harness.TestCase):
         first = self.ingest(queue='sticky', customer={'policy': 'STK-1003-%06d' % os.getpid()})
         self.take(first['id'], a)
         # b is now the longest idle: a new customer would go to b ...
-        self.assertEqual(self.redis.raw('ZRANGE', BASE + 'q:sticky:avail:voice', 0, -1), [b, a])
+        pool = self.redis.raw('HGET', BASE + 'queue:sticky', 'pool')[0]
+        self.assertEqual(self.redis.raw('ZRANGE', BASE + 'pool:%s:avail:voice' % pool, 0, -1), [b, a])
         # ... but the same case goes back to a
         again = self.ingest(queue='sticky', customer={'policy': 'STK-1003-%06d' % os.getpid()})
         self.assertEqual(again['case_id'], first['case_id'])

@@ -18,8 +18,9 @@ Then, with the daemons stopped (so Redis holds one consistent state):
   (nothing waits next to an idle eligible agent), and every reject block that ended was
   re-routed by its deadline;
 - the replayed end state equals Redis (loads, presence, interaction states), and every
-  routing index (q:<Q>:avail:<ch>, q:<Q>:wait:<ch>, q:<Q>:age, q:<Q>:agents, reservations)
-  rebuilt from the agent and interaction hashes equals the real one.
+  routing index (pool:<P>:avail:<ch>, pool:<P>:heads:<ch>, pool:<P>:agents, q:<Q>:wait:<ch>,
+  q:<Q>:age, reservations) rebuilt from the agent and interaction hashes equals the real
+  one. claims_fast and billing_desk share their pools with claims and billing.
 
 TransferTest and OverflowTargetTest are small, deterministic reproductions of routing bugs
 found while building this reference (the first by the priority check above; the others by
@@ -70,6 +71,11 @@ QUEUES = {
              'sticky_seconds': 300, 'max_wait': 20, 'on_max_wait': 'callback'},
     'billing': {'channels': ['voice', 'webchat', 'email'], 'skills': {'billing': 2},
                 'overflow_after': 15, 'overflow_queue': 'general'},
+    # the same requirements and strategy as claims and billing: each pair shares one pool
+    # of agent indexes (docs/ROUTING.md), on channels one of them serves or both do
+    'claims_fast': {'channels': ['email', 'fax', 'webchat'], 'skills': {'claims': 3}},
+    'billing_desk': {'channels': ['webchat', 'branch'], 'skills': {'billing': 2},
+                     'sticky_seconds': 120},
 }
 ROUTING = dict([('offer_timeout_' + ch, 3) for ch in rm.CHANNELS] +
                [('reject_block', REJECT_BLOCK), ('max_no_answer', 3), ('default_queue', 'general')])
