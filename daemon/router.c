@@ -403,7 +403,7 @@ void router_deadline_at(int64_t due_ms)
 static void sweep_done(const redisReply *reply, const char *err, void *arg)
 {
     rt.running = false;
-    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+    if (err || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
         if (err && strcmp(err, "unavailable") != 0)
             log_warn("router: sweep failed: %s", err);
         arm(-1);
@@ -411,10 +411,12 @@ static void sweep_done(const redisReply *reply, const char *err, void *arg)
     }
     long long processed = reply->element[0]->integer;
     long long next = reply->element[1]->integer;
+    /* agents of an older data set still being put in their routing pools (sweep.lua) */
+    bool migrating = reply->elements > 2 && reply->element[2]->integer > 0;
     if (processed)
         log_debug("router: %lld deadlines processed", processed);
     /* a full batch means more are due now */
-    arm(processed >= SWEEP_BATCH ? now_ms() : next);
+    arm(processed >= SWEEP_BATCH || migrating ? now_ms() : next);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

@@ -135,7 +135,8 @@ static const bool script_read_only[SCRIPT__COUNT] = {
 };
 
 /* migrations[n] takes layout n to n + 1 (daemon/scripts/migrate_<n+1>.lua). */
-static const enum store_script migrations[STORE_SCHEMA_VERSION] = {SCRIPT_MIGRATE_1};
+static const enum store_script migrations[STORE_SCHEMA_VERSION] = {SCRIPT_MIGRATE_1,
+                                                                   SCRIPT_MIGRATE_2};
 
 void store_set_prepare_script(enum store_script s, char *(*argfn)(void))
 {

@@ -1,7 +1,9 @@
 -- sweep.lua: deadlines that came due (reservation expiry, overflow, max_wait, end of
 -- wrap-up, end of a reject block), at most ARGV[1] of them, oldest first. Safe to run on
 -- every instance at once: each entry is removed before it is acted on.
--- Returns {processed, next_due_ms or -1}.
+-- Returns {processed, next_due_ms or -1, 1 while agents of an older data set are still being
+-- put in their routing pools (then the daemon sweeps again at once), else 0}.
+local POOL_MIGRATE_BATCH = 20
 local max = tonumber(ARGV[1])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', B .. 'deadlines', '-inf', now, 'LIMIT', 0, max)
@@ -62,5 +64,34 @@ for _, m in ipairs(due) do
     end
   end
 end
+
+-- Agents saved by an omniccd from before routing pools (a data set of an older version)
+-- are in no pool's index: a few of them per sweep are put in theirs, and those available
+-- offered waiting work, so nobody waits for their next change to be routed again. Walks
+-- the agents in id order; when all are done, pools:migrated ends the walk for good (one
+-- EXISTS per sweep from then on).
+local more = 0
+if redis.call('EXISTS', B .. 'pools:migrated') == 0 then
+  local from = redis.call('GET', B .. 'pools:migrate_from')
+  local ids = redis.call('ZRANGEBYLEX', B .. 'agents', from and ('(' .. from) or '-', '+',
+                         'LIMIT', 0, POOL_MIGRATE_BATCH)
+  for _, aid in ipairs(ids) do
+    if redis.call('EXISTS', B .. 'agent:' .. aid .. ':pools') == 0 then
+      local a = agent_get(aid)
+      if a then
+        agent_reindex(aid, a, agent_activity(a))
+        if a.presence == 'available' then route_agent(aid, now) end
+      end
+    end
+  end
+  if #ids < POOL_MIGRATE_BATCH then
+    redis.call('SET', B .. 'pools:migrated', now)
+    redis.call('DEL', B .. 'pools:migrate_from')
+  else
+    redis.call('SET', B .. 'pools:migrate_from', ids[#ids])
+    more = 1
+  end
+end
+
 local nxt = redis.call('ZRANGE', B .. 'deadlines', 0, 0, 'WITHSCORES')
-return {#due, nxt[2] and tonumber(nxt[2]) or -1}
+return {#due, nxt[2] and tonumber(nxt[2]) or -1, more}

@@ -47,6 +47,7 @@ enum store_script {
     SCRIPT_FAX,
     SCRIPT_SCHEMA,          /* the data layout version, checked on connect */
     SCRIPT_MIGRATE_1,       /* layout 0 -> 1 */
+    SCRIPT_MIGRATE_2,       /* layout 1 -> 2: routing pools, report day folds */
     SCRIPT__COUNT
 };
 
@@ -81,8 +82,8 @@ void store_set_prepare_script(enum store_script s, char *(*argfn)(void));
  * else: an empty database gets this version; an older layout is migrated step by step
  * (SCRIPT_MIGRATE_<n> takes n-1 to n); a newer layout whose compat is above
  * STORE_SCHEMA_VERSION is refused (store_fatal()). */
-#define STORE_SCHEMA_VERSION 1
-#define STORE_SCHEMA_COMPAT 0
+#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_COMPAT 2
 /* Why the store gave up for good (a layout this omniccd cannot read), else NULL. */
 const char *store_fatal(void);
 

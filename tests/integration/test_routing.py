@@ -306,6 +306,9 @@ sla_seconds = 2
 [queue stats2]
 channels = voice
 skills = s_stats2
+[queue mig]
+channels = voice email
+skills = s_mig
 '''
 
 
@@ -401,6 +404,31 @@ class RoutingTest(Floor, harness.TestCase):
             self.assertLess(self.ix(i)['created_at'], xl['created_at'] + 2000)
         self.take(low, 'age-a')
         self.set_state('age-a', 'offline')
+
+    def test_agents_of_an_older_data_set_are_routed_again_without_a_change(self):
+        # an agent saved before routing pools existed is in no pool's index: the sweep puts
+        # it in its pools and offers it the work waiting, with nobody touching the agent
+        self.make_agent('mig-1', {'s_mig': 1}, {'voice': 1, 'email': 1})
+        members = self.redis.raw('GET', BASE + 'agent:mig-1:pools')  # one '<ch> <pool>' a line
+        self.assertEqual(sorted(m.split(' ')[0] for m in members), ['email', 'voice'])
+        for m in members:  # as an older omniccd left it: no pool list, in no pool index
+            ch, pool = m.split(' ', 1)
+            self.assertEqual(self.redis.raw('ZREM', BASE + 'pool:%s:avail:%s' % (pool, ch), 'mig-1'), ['1'])
+        for pool in set(m.split(' ', 1)[1] for m in members):
+            self.redis.raw('HINCRBY', BASE + 'pool:%s:agents' % pool, 'available', -1)
+        self.redis.raw('DEL', BASE + 'agent:mig-1:pools', BASE + 'pools:migrated')
+        a = self.ingest(queue='mig')['id']
+        self.assertEqual(self.ix(a)['state'], 'queued')  # nobody in the pool's index
+        self.wait_state(a, 'offered', 'mig-1', timeout=5)
+        self.assertTrue(self.redis.raw('GET', BASE + 'pools:migrated'))
+        self.assertEqual(sorted(self.redis.raw('GET', BASE + 'agent:mig-1:pools')), sorted(members))
+        for pool in set(m.split(' ', 1)[1] for m in members):
+            counts = self.rhash('pool:%s:agents' % pool)
+            self.assertEqual((counts.get('busy'), counts.get('available')), ('1', '0'), counts)
+        # the email channel is still free: the agent is in that pool's index again
+        b = self.ingest(queue='mig', channel='email')['id']
+        self.wait_state(b, 'offered', 'mig-1')
+        self.set_state('mig-1', 'offline')
 
     def test_skills_with_levels(self):
         # lvl requires lvl_claims:3 and lvl_es (level 1); the longest idle agent is below level

@@ -11,7 +11,7 @@ import unittest
 
 import harness
 
-VERSION, COMPAT = 1, 0  # STORE_SCHEMA_VERSION, STORE_SCHEMA_COMPAT (include/omnicc/store.h)
+VERSION, COMPAT = 2, 2  # STORE_SCHEMA_VERSION, STORE_SCHEMA_COMPAT (include/omnicc/store.h)
 SCHEMA = 'omnicc:{main}:schema'
 
 
@@ -61,8 +61,9 @@ class UpgradeTest(unittest.TestCase):
         d.start()
         s = self.schema()
         self.assertEqual((s.get('version'), s.get('compat'), s.get('migrated_from')),
-                         (str(VERSION), '0', '0'), s)
+                         (str(VERSION), str(COMPAT), str(VERSION - 1)), s)
         self.assertIn('data layout version 0, migrating to 1', d.log())
+        self.assertIn('data layout version 1, migrating to 2', d.log())
         for m in made:
             st, ix, _ = d.get('/v1/interactions/' + m['id'])
             self.assertEqual(st, 200, ix)
