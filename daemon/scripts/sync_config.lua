@@ -3,6 +3,10 @@
 -- strategy, sticky_seconds, overflow_after, overflow_target, max_wait, on_max_wait,
 -- sla_seconds}]}. Instances sharing one Redis must run the same configuration.
 local c = cjson.decode(ARGV[1])
+-- a data set with no agents has none to put in routing pools (sweep.lua's walk): done
+if redis.call('EXISTS', B .. 'pools:migrated') == 0 and redis.call('ZCARD', B .. 'agents') == 0 then
+  redis.call('SET', B .. 'pools:migrated', now_ms())
+end
 local rk = B .. 'routing:conf'
 redis.call('DEL', rk)
 for k, v in pairs(c.routing) do redis.call('HSET', rk, k, v) end

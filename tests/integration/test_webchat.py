@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 import unittest
+import uuid
 
 import harness
 from email_servers import SmtpSink
@@ -285,7 +286,7 @@ class WebchatTest(ChatCase):
         # the answer to the first start was lost (the visitor has no token yet): the retry
         # with the same client_id finds the same session, visitor and interaction
         email = 'retry-%s@example.com' % self.ext('v')
-        cid = 'start-' + self.ext('c')
+        cid = 'start-' + uuid.uuid4().hex
         a, _ = self.open_session(email=email, client_id=cid)
         self.assertFalse(a['duplicate'])
         b, _ = self.open_session(expect=200, email=email, client_id=cid)
