@@ -771,12 +771,14 @@ static void telnyx_webhook(struct http_req *r)
         }
         return;
     }
-    /* the final status of a fax we sent: onto its case, like Phaxio's sent callbacks */
+    /* the status of a fax we sent: onto its case, like Phaxio's sent callbacks (sending
+     * started, then delivered or failed) */
     bool delivered = strcmp(ev.event_type, "fax.delivered") == 0;
-    if (outbound && (delivered || failed)) {
+    bool sending = strcmp(ev.event_type, "fax.sending.started") == 0;
+    if (outbound && (delivered || failed || sending)) {
         json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "provider", "telnyx", "provider_id", ev.fax_id,
-                              "status", delivered ? "delivered" : "failed", "error",
-                              ev.failure_reason ? ev.failure_reason : "not delivered");
+                              "status", delivered ? "delivered" : sending ? "sending" : "failed",
+                              "error", ev.failure_reason ? ev.failure_reason : "not delivered");
         if (ev.page_count >= 0)
             json_object_set_new(a, "pages", json_integer(ev.page_count));
         char *text = json_dumps(a, JSON_COMPACT);

@@ -58,7 +58,7 @@ end
 --   result      {entry, id, outcome = sent|failed|retry, provider_id, error}: sent and failed
 --               acknowledge the entry (once: 'stale' when another daemon did); retry leaves
 --               it pending for a later claim
---   out_status  {provider, provider_id, status = delivered|failed, error, pages}: the
+--   out_status  {provider, provider_id, status = sending|delivered|failed, error, pages}: the
 --               provider's status callback onto the case history
 --   stuck       {stuck_ms, limit}: faxes queued more than stuck_ms ago with no final status
 --               (delivered / failed) yet, oldest first, at most limit: flagged (stuck_at on
@@ -182,7 +182,14 @@ if op == 'out_status' then
   if h.status == 'delivered' or h.status == 'failed' then
     return cjson.encode({known = true, fax = id, final = h.status})
   end
-  if a.status == 'delivered' then
+  if a.status == 'sending' then
+    -- the provider started dialling (once: a repeated event changes nothing)
+    if h.status ~= 'sending' then
+      redis.call('HSET', okey, 'status', 'sending', 'sending_at', now)
+      history_add(h.case, now, {'type', 'fax.sending', 'interaction', h.interaction, 'fax', id, 'to', h.to})
+      emit(now, 'fax.sending', nil, {case = h.case, interaction = h.interaction, fax = id})
+    end
+  elseif a.status == 'delivered' then
     redis.call('HSET', okey, 'status', 'delivered', 'delivered_at', now, 'pages', tostring(a.pages or ''))
     redis.call('ZREM', B .. 'faxout:open', id)
     history_add(h.case, now, {'type', 'fax.delivered', 'interaction', h.interaction, 'fax', id,

@@ -1155,7 +1155,14 @@ class TelnyxOutboundTest(unittest.TestCase):
         harness.wait_for(lambda: any(h['type'] == 'fax.sent' for h in self.history(case)), 15,
                          'fax.sent')
         sent = [h for h in self.history(case) if h['type'] == 'fax.sent'][-1]
-        # Telnyx reports the delivery on its webhook, signed
+        # Telnyx reports the dialling, then the delivery, on its webhook, signed
+        for _ in range(2):  # a repeated event records nothing twice
+            st, ev, _ = self.telnyx_event('fax.sending.started', {
+                'fax_id': sent['provider_id'], 'direction': 'outbound', 'status': 'sending',
+                'to': '+34911000888', 'from': '+34910000000'})
+            self.assertEqual((st, ev['known']), (200, True), ev)
+        sending = [h for h in self.history(case) if h['type'] == 'fax.sending']
+        self.assertEqual([h['fax'] for h in sending], [out['id']])
         st, ev, _ = self.telnyx_event('fax.delivered', {
             'fax_id': sent['provider_id'], 'direction': 'outbound', 'status': 'delivered',
             'page_count': 2, 'to': '+34911000888', 'from': '+34910000000'})
