@@ -422,78 +422,18 @@ int fax_ocr_start(struct event_base *base, int workers, int queue_max, const cha
     return 0;
 }
 
-bool fax_ocr_submit(const char *ix_id, const char *path)
+/* Hands j to the workers: ahead of the queue (someone is looking at the screen) or behind
+ * it. Refused (j freed, false) when the pool is not running or already holds queue_max +
+ * extra jobs (extra: room kept for what a person waits for). */
+static bool pool_push(struct job *j, int extra, bool ahead)
 {
-    if (!pool.running)
-        return false;
     pthread_mutex_lock(&pool.mu);
-    if (pool.queued >= pool.queue_max) {
+    if (!pool.running || pool.queued >= pool.queue_max + extra) {
         pthread_mutex_unlock(&pool.mu);
+        job_free(j);
         return false;
     }
-    struct job *j = xcalloc(1, sizeof(*j));
-    j->ix_id = xstrdup(ix_id);
-    j->path = xstrdup(path);
-    if (pool.tail)
-        pool.tail->next = j;
-    else
-        pool.head = j;
-    pool.tail = j;
-    pool.queued++;
-    pthread_cond_signal(&pool.cv);
-    pthread_mutex_unlock(&pool.mu);
-    return true;
-}
-
-bool fax_page_submit(const char *state_dir, const char *sha, int page, fax_page_done_fn *cb,
-                     void *arg)
-{
-    if (!pool.running)
-        return false;
-    pthread_mutex_lock(&pool.mu);
-    if (pool.queued >= pool.queue_max + 64) {
-        pthread_mutex_unlock(&pool.mu);
-        return false;
-    }
-    struct job *j = xcalloc(1, sizeof(*j));
-    j->kind = JOB_PAGE;
-    j->state_dir = xstrdup(state_dir);
-    j->sha = xstrdup(sha);
-    j->page = page;
-    j->cb = cb;
-    j->arg = arg;
-    /* someone is looking at the screen: ahead of the OCR backlog */
-    j->next = pool.head;
-    pool.head = j;
-    if (!pool.tail)
-        pool.tail = j;
-    pool.queued++;
-    pthread_cond_signal(&pool.cv);
-    pthread_mutex_unlock(&pool.mu);
-    return true;
-}
-
-bool fax_pdf_submit(const char *state_dir, const char *sha, int max_pages, const char *ix_id,
-                    bool want_bytes, fax_pdf_done_fn *cb, void *arg)
-{
-    if (!pool.running)
-        return false;
-    pthread_mutex_lock(&pool.mu);
-    /* someone waiting for it (want_bytes) may use the room kept for page images */
-    if (pool.queued >= pool.queue_max + (want_bytes ? 64 : 0)) {
-        pthread_mutex_unlock(&pool.mu);
-        return false;
-    }
-    struct job *j = xcalloc(1, sizeof(*j));
-    j->kind = JOB_PDF;
-    j->state_dir = xstrdup(state_dir);
-    j->sha = xstrdup(sha);
-    j->max_pages = max_pages;
-    j->want_bytes = want_bytes;
-    j->ix_id = ix_id ? xstrdup(ix_id) : NULL;
-    j->pdf_cb = cb;
-    j->arg = arg;
-    if (want_bytes) { /* ahead of the backlog, as page images */
+    if (ahead) {
         j->next = pool.head;
         pool.head = j;
         if (!pool.tail)
@@ -509,6 +449,51 @@ bool fax_pdf_submit(const char *state_dir, const char *sha, int max_pages, const
     pthread_cond_signal(&pool.cv);
     pthread_mutex_unlock(&pool.mu);
     return true;
+}
+
+bool fax_ocr_submit(const char *ix_id, const char *path)
+{
+    if (!pool.running)
+        return false;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->ix_id = xstrdup(ix_id);
+    j->path = xstrdup(path);
+    return pool_push(j, 0, false);
+}
+
+bool fax_page_submit(const char *state_dir, const char *sha, int page, fax_page_done_fn *cb,
+                     void *arg)
+{
+    if (!pool.running)
+        return false;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->kind = JOB_PAGE;
+    j->state_dir = xstrdup(state_dir);
+    j->sha = xstrdup(sha);
+    j->page = page;
+    j->cb = cb;
+    j->arg = arg;
+    /* someone is looking at the screen: ahead of the OCR backlog */
+    return pool_push(j, 64, true);
+}
+
+bool fax_pdf_submit(const char *state_dir, const char *sha, int max_pages, const char *ix_id,
+                    bool want_bytes, fax_pdf_done_fn *cb, void *arg)
+{
+    if (!pool.running)
+        return false;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->kind = JOB_PDF;
+    j->state_dir = xstrdup(state_dir);
+    j->sha = xstrdup(sha);
+    j->max_pages = max_pages;
+    j->want_bytes = want_bytes;
+    j->ix_id = ix_id ? xstrdup(ix_id) : NULL;
+    j->pdf_cb = cb;
+    j->arg = arg;
+    /* someone waiting for it (want_bytes) may use the room kept for page images, and goes
+     * ahead of the backlog as page images do */
+    return pool_push(j, want_bytes ? 64 : 0, want_bytes);
 }
 
 void fax_ocr_stop(void)
