@@ -48,8 +48,9 @@ class RedisServer:
 
     def __init__(self, tmp, extra=(), data_dir=None):
         """data_dir: an existing directory with data to start on (a restore); else a new one."""
-        self.dir = data_dir or os.path.join(tmp, 'redis-%d' % free_port())
-        os.makedirs(self.dir, exist_ok=bool(data_dir))
+        # mkdtemp: a name nobody else in tmp holds (a free port may be handed out twice)
+        self.dir = data_dir or tempfile.mkdtemp(prefix='redis-', dir=tmp)
+        os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.extra = list(extra)
         self.proc = None

@@ -446,17 +446,23 @@ class Replay:
                 for sc, other in self.wait.get((q, ch), ()):
                     if sc >= mine - EPS:
                         break
-                    if other != ixid and not self.excluded(other, aid, e['at']):
+                    # a block that ended takes effect when the sweep re-routes it (the
+                    # deadline check holds that to grace_ms); until then new arrivals may
+                    # go first, as the invariant check above allows too
+                    if other != ixid and not self.excluded(other, aid, e['at'], self.grace):
                         p = self.prev or {}
                         back = (p.get('type') == 'interaction.transferred' and
                                 p['data'].get('interaction') == ixid and
                                 p['data'].get('agent') == aid and p['data'].get('to_queue'))
                         self.violate(eid, 'priority: %s (score %.3f) offered to %s while %s '
-                                     '(score %.3f, %s/%s) waited and %s could take it%s' % (
+                                     '(score %.3f, %s/%s) waited and %s could take it%s%s' % (
                                          ixid, mine, aid, other, sc, q, ch, aid,
                                          ' (the same script: %s had just transferred %s to '
                                          'queue %s and got it back)' % (aid, ixid, back)
-                                         if back else ''))
+                                         if back else '',
+                                         ' (its block for %s had ended %d ms before)' % (
+                                             aid, e['at'] - self.excl[(other, aid)])
+                                         if (other, aid) in self.excl else ''))
                         return
 
     def _end_offer(self, eid, e, d, how):
