@@ -111,7 +111,7 @@ static struct {
     struct store_stats stats;
     bool closing;
     int prepare_script;
-    char *(*prepare_argfn)(void);
+    char **(*prepare_argfn)(void);
     /* [redis] sentinels, parsed */
     struct {
         char host[256];
@@ -138,7 +138,7 @@ static const bool script_read_only[SCRIPT__COUNT] = {
 static const enum store_script migrations[STORE_SCHEMA_VERSION] = {SCRIPT_MIGRATE_1,
                                                                    SCRIPT_MIGRATE_2};
 
-void store_set_prepare_script(enum store_script s, char *(*argfn)(void))
+void store_set_prepare_script(enum store_script s, char **(*argfn)(void))
 {
     st.prepare_script = (int)s;
     st.prepare_argfn = argfn;
@@ -612,11 +612,14 @@ static void prepare_finish(struct conn *c)
 {
     intptr_t tag = c == &reader_conn ? -2 : -1;
     if (c->load_scripts && st.prepare_script >= 0) {
-        char *arg = st.prepare_argfn();
-        const char *av[5] = {"EVALSHA", st.sha[st.prepare_script], "1", st.key_base, arg};
-        c->scripts_to_load++;
-        send_argv(c, 5, av, NULL, -1, on_prepared, (void *)tag);
-        free(arg);
+        char **args = st.prepare_argfn();
+        for (char **arg = args; *arg; arg++) {
+            const char *av[5] = {"EVALSHA", st.sha[st.prepare_script], "1", st.key_base, *arg};
+            c->scripts_to_load++;
+            send_argv(c, 5, av, NULL, -1, on_prepared, (void *)tag);
+            free(*arg);
+        }
+        free(args);
     }
     const char *ping[1] = {"PING"};
     send_argv(c, 1, ping, NULL, -1, on_prepared, (void *)tag);

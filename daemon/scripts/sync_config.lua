@@ -1,30 +1,47 @@
 -- sync_config.lua: the daemon's queue and routing configuration, written at connect so that
--- every script reads it in O(1). ARGV[1]: {routing = {...}, queues = [{name, channels,
--- strategy, sticky_seconds, overflow_after, overflow_target, max_wait, on_max_wait,
--- sla_seconds}]}. Instances sharing one Redis must run the same configuration.
+-- every script reads it in O(1). ARGV[1]: {routing = {...}, days = {...}, queues = [{name,
+-- pool, channels, strategy, sticky_seconds, overflow_after, overflow_target, max_wait,
+-- on_max_wait, sla_seconds}]}: the first call brings routing and days and no queues, the
+-- next ones a page of queues each (router_sync_documents: no call holds Redis long).
+-- Instances sharing one Redis must run the same configuration.
 local c = cjson.decode(ARGV[1])
--- a data set with no agents has none to put in routing pools (sweep.lua's walk): done
-if redis.call('EXISTS', B .. 'pools:migrated') == 0 and redis.call('ZCARD', B .. 'agents') == 0 then
-  redis.call('SET', B .. 'pools:migrated', now_ms())
+if c.routing then
+  -- a data set with no agents has none to put in routing pools (sweep.lua's walk): done
+  if redis.call('EXISTS', B .. 'pools:migrated') == 0 and redis.call('ZCARD', B .. 'agents') == 0 then
+    redis.call('SET', B .. 'pools:migrated', now_ms())
+  end
+  local rk = B .. 'routing:conf'
+  local fields = {}
+  for k, v in pairs(c.routing) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+  redis.call('DEL', rk)
+  redis.call('HSET', rk, unpack(fields))
 end
-local rk = B .. 'routing:conf'
-redis.call('DEL', rk)
-for k, v in pairs(c.routing) do redis.call('HSET', rk, k, v) end
 local ALL_CH = {'voice', 'email', 'fax', 'branch', 'webchat'}
 for _, q in ipairs(c.queues) do
   local key = B .. 'queue:' .. q.name
-  local before = redis.call('HMGET', key, 'pool', 'channels')
-  redis.call('DEL', key)
-  for k, v in pairs(q) do redis.call('HSET', key, k, tostring(v)) end
+  local before = hash_to_table(redis.call('HGETALL', key))
+  -- written only when it differs (a reconnect with the same configuration reads only)
+  local fields, same, n = {}, true, 0
+  for k, v in pairs(q) do
+    local text = tostring(v)
+    fields[#fields + 1] = k; fields[#fields + 1] = text
+    if before[k] ~= text then same = false end
+    n = n + 1
+  end
+  for _ in pairs(before) do n = n - 1 end
+  if not same or n ~= 0 then
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(fields))
+  end
   redis.call('SADD', B .. 'queues', q.name)
   -- a new queue, a queue moved to another pool (its requirements or strategy changed) or
   -- serving other channels: its entries in the pools' heads sets (lib.lua) again
-  if before[1] ~= q.pool or before[2] ~= q.channels then
+  if before.pool ~= q.pool or before.channels ~= q.channels then
     local serves = {}
     for ch in string.gmatch(q.channels, '%S+') do serves[ch] = true end
     for _, ch in ipairs(ALL_CH) do
-      if before[1] and before[1] ~= q.pool then
-        redis.call('ZREM', B .. 'pool:' .. before[1] .. ':heads:' .. ch, q.name)
+      if before.pool and before.pool ~= q.pool then
+        redis.call('ZREM', B .. 'pool:' .. before.pool .. ':heads:' .. ch, q.name)
       end
       local hk = B .. 'pool:' .. q.pool .. ':heads:' .. ch
       local h = serves[ch] and redis.call('ZRANGE', B .. 'q:' .. q.name .. ':wait:' .. ch, 0, 0, 'WITHSCORES') or {}

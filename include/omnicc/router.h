@@ -34,7 +34,9 @@ json_t *router_agent_doc(const struct config *cfg, json_t *body, char **err);
 struct queue_conf;
 char *router_queue_pool(const struct queue_conf *q, bool overflow);
 
-/* The configuration document for the sync_config script (caller frees). */
-char *router_sync_document(void);
+/* The configuration documents for the sync_config script, NULL-terminated (caller frees
+ * the array and each): the routing keys and the report days, then a document per page of
+ * queues (router.c: SYNC_QUEUES_PER_PAGE). */
+char **router_sync_documents(void);
 
 #endif

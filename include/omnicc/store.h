@@ -73,9 +73,10 @@ int store_script(enum store_script s, int argc, const char **argv, const size_t 
 int store_command(int argc, const char **argv, const size_t *argvlen, store_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
-/* A script run on every (re)connect before the connection is READY, with the single
- * argument argfn returns (caller-owned, freed by the store): the routing configuration. */
-void store_set_prepare_script(enum store_script s, char *(*argfn)(void));
+/* A script run on every (re)connect before the connection is READY, once per argument in
+ * the NULL-terminated array argfn returns (array and strings freed by the store): the
+ * routing configuration, in pages so that no single call holds Redis long. */
+void store_set_prepare_script(enum store_script s, char **(*argfn)(void));
 
 /* The Redis data layout version this omniccd writes, and the oldest layout version whose
  * omniccd can still run on it (docs/OPERATIONS.md, "Upgrade"). On connect, before anything
