@@ -18,6 +18,7 @@ const struct config *api_config(void)
 void api_set_config(const struct config *cfg)
 {
     live_cfg = cfg;
+    api_queues_free(); /* its pages are made from the configuration */
 }
 
 /* Scripts fail with "ERR_<KIND> message"; anything else from Redis is our fault or its. */

@@ -101,29 +101,24 @@ static void page_done(const redisReply *reply, const char *err, void *arg)
     free(job);
 }
 
-static void run_stats(struct http_req *r, json_t *names, bool single)
+/* Sends one stats script per page text (a JSON array of stats_entry()s). */
+static void run_stats(struct http_req *r, char *const *texts, size_t n_pages, bool single)
 {
     const struct config *cfg = api_config();
     struct stats_job *job = xcalloc(1, sizeof(*job));
     job->r = r;
     job->single = single;
-    size_t n = json_array_size(names);
-    job->n_pages = (n + QUEUES_PER_SCRIPT - 1) / QUEUES_PER_SCRIPT;
-    job->pages = xcalloc(job->n_pages ? job->n_pages : 1, sizeof(*job->pages));
-    job->lens = xcalloc(job->n_pages ? job->n_pages : 1, sizeof(*job->lens));
+    job->n_pages = n_pages;
+    job->pages = xcalloc(n_pages ? n_pages : 1, sizeof(*job->pages));
+    job->lens = xcalloc(n_pages ? n_pages : 1, sizeof(*job->lens));
     char window[16];
     snprintf(window, sizeof(window), "%d", cfg->stats_window);
     job->outstanding = 1;
-    for (size_t start = 0, page_no = 0; start < n; start += QUEUES_PER_SCRIPT, page_no++) {
-        json_t *page = json_array();
-        for (size_t i = start; i < n && i < start + QUEUES_PER_SCRIPT; i++)
-            json_array_append(page, json_array_get(names, i));
-        char *text = json_dumps(page, JSON_COMPACT);
-        json_decref(page);
+    for (size_t p = 0; p < n_pages; p++) {
         struct page_ref *ref = xcalloc(1, sizeof(*ref));
         ref->job = job;
-        ref->index = page_no;
-        const char *argv[2] = {text, window};
+        ref->index = p;
+        const char *argv[2] = {texts[p], window};
         job->outstanding++;
         if (store_script(SCRIPT_QUEUE_STATS, 2, argv, NULL, page_done, ref) < 0) {
             job->outstanding--;
@@ -131,7 +126,6 @@ static void run_stats(struct http_req *r, json_t *names, bool single)
             if (!job->error)
                 job->error = xstrdup("unavailable");
         }
-        free(text);
     }
     struct page_ref *self = xcalloc(1, sizeof(*self));
     self->job = job;
@@ -151,17 +145,50 @@ static json_t *stats_entry(const struct queue_conf *q, bool overflow)
     return e;
 }
 
+/* The pages of every queue, made once: the queues do not change while omniccd runs, and at
+ * a thousand queues building them (pools, JSON) cost omniccd more than splicing the answer. */
+static struct {
+    char **texts;
+    size_t n;
+} all_pages;
+
+static void build_all_pages(const struct config *cfg)
+{
+    json_t *page = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < cfg->n_queues; i++) {
+        for (int overflow = 0; overflow <= (cfg->queues[i]->overflow_skills ? 1 : 0); overflow++) {
+            if (!page)
+                page = json_array();
+            json_array_append_new(page, stats_entry(cfg->queues[i], overflow));
+            bool last = i == cfg->n_queues - 1 && (overflow || !cfg->queues[i]->overflow_skills);
+            if (json_array_size(page) < QUEUES_PER_SCRIPT && !last)
+                continue;
+            if (all_pages.n == cap) {
+                cap = cap ? 2 * cap : 8;
+                all_pages.texts = xrealloc(all_pages.texts, cap * sizeof(*all_pages.texts));
+            }
+            all_pages.texts[all_pages.n++] = json_dumps(page, JSON_COMPACT);
+            json_decref(page);
+            page = NULL;
+        }
+    }
+}
+
+void api_queues_free(void)
+{
+    for (size_t i = 0; i < all_pages.n; i++)
+        free(all_pages.texts[i]);
+    free(all_pages.texts);
+    all_pages.texts = NULL;
+    all_pages.n = 0;
+}
+
 static void list_queues(struct http_req *r)
 {
-    const struct config *cfg = api_config();
-    json_t *names = json_array();
-    for (int i = 0; i < cfg->n_queues; i++) {
-        json_array_append_new(names, stats_entry(cfg->queues[i], false));
-        if (cfg->queues[i]->overflow_skills)
-            json_array_append_new(names, stats_entry(cfg->queues[i], true));
-    }
-    run_stats(r, names, false);
-    json_decref(names);
+    if (!all_pages.texts)
+        build_all_pages(api_config());
+    run_stats(r, all_pages.texts, all_pages.n, false);
 }
 
 static void get_queue(struct http_req *r)
@@ -178,9 +205,11 @@ static void get_queue(struct http_req *r)
         http_reply_error(r, 404, "not_found", "no such queue");
         return;
     }
-    json_t *names = json_pack("[o]", stats_entry(q, tilde != NULL));
-    run_stats(r, names, true);
-    json_decref(names);
+    json_t *page = json_pack("[o]", stats_entry(q, tilde != NULL));
+    char *text = json_dumps(page, JSON_COMPACT);
+    json_decref(page);
+    run_stats(r, &text, 1, true);
+    free(text);
 }
 
 const struct http_route api_queues_routes[] = {

@@ -191,6 +191,7 @@ static int run_daemon(void)
     channels_stop();
     curl_loop_shutdown();
     http_free();
+    api_queues_free();
     store_close();
     events_stop();
     router_stop();
@@ -216,6 +217,7 @@ fail:
     channels_stop();
     curl_loop_shutdown();
     http_free();
+    api_queues_free();
     store_close();
     events_stop();
     router_stop();

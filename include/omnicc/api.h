@@ -16,6 +16,8 @@ extern const struct http_route api_queues_routes[];       /* daemon/api_queues.c
 /* The configuration handlers read (swapped on reload). */
 const struct config *api_config(void);
 void api_set_config(const struct config *cfg);
+/* Frees what GET /v1/queues made once from the configuration (api_queues.c). */
+void api_queues_free(void);
 
 struct interaction;
 struct redisReply;
