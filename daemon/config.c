@@ -64,6 +64,11 @@ static const struct cfg_key cfg_keys[] = {
      "the primary is asked of the sentinels and followed through failovers."},
     {"redis", "master_name", CFG_STR, C(redis_master_name), 1, 128, NULL, NULL,
      "Name the sentinels monitor the primary under (required with sentinels)."},
+    {"redis", "sentinel_user", CFG_STR, C(redis_sentinel_user), 1, 128, NULL, NULL,
+     "User name for the sentinels' ACL (AUTH user pass), with sentinel_password_file."},
+    {"redis", "sentinel_password_file", CFG_STR, C(redis_sentinel_password_file), 1, 1024, NULL,
+     NULL, "File holding the sentinels' password (first line; their requirepass): omniccd "
+     "authenticates before asking for the primary and before subscribing to failovers."},
     {"redis", "ack_replicas", CFG_INT, C(redis_ack_replicas), 0, 16, "0", NULL,
      "Replicas that must have each state change (WAIT) before it is acknowledged; fewer in "
      "time: 503 + Retry-After. 0: acknowledge once the primary has it."},
@@ -787,6 +792,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->api_token_value);
     free(cfg->redis_password);
+    free(cfg->redis_sentinel_password);
     for (int i = 0; i < cfg->n_branches; i++)
         branch_conf_free(cfg->branches[i]);
     for (int i = 0; i < cfg->n_mailboxes; i++)
@@ -978,6 +984,26 @@ static int check_sentinels(const char *path, struct config *cfg, char **err)
     if (cfg->redis_master_name && !cfg->redis_sentinels) {
         *err = xasprintf("%s:%d: master_name: needs sentinels", path, line_of("master_name"));
         return -1;
+    }
+    if (cfg->redis_sentinel_password_file && !cfg->redis_sentinels) {
+        *err = xasprintf("%s:%d: sentinel_password_file: needs sentinels", path,
+                         line_of("sentinel_password_file"));
+        return -1;
+    }
+    if (cfg->redis_sentinel_user && !cfg->redis_sentinel_password_file) {
+        *err = xasprintf("%s:%d: sentinel_user: needs sentinel_password_file (AUTH user "
+                         "password)", path, line_of("sentinel_user"));
+        return -1;
+    }
+    if (cfg->redis_sentinel_password_file) {
+        char *e = NULL;
+        cfg->redis_sentinel_password = read_secret_file(cfg->redis_sentinel_password_file, &e);
+        if (!cfg->redis_sentinel_password) {
+            *err = xasprintf("%s:%d: sentinel_password_file: %s", path,
+                             line_of("sentinel_password_file"), e);
+            free(e);
+            return -1;
+        }
     }
     if (!cfg->redis_sentinels) {
         if (cfg->redis_ack_replicas > 0 && !cfg->redis_url) {

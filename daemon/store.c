@@ -841,6 +841,26 @@ static void conn_connect_addr(struct conn *c)
 
 static void sentinel_ask(struct conn *c);
 
+/* [redis] sentinel_password_file: AUTH first on every sentinel connection; a refusal is
+ * logged here, and the command after it fails with NOAUTH (the next sentinel is asked). */
+static void on_sentinel_auth(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    int i = (int)(intptr_t)privdata;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_error("redis: sentinel %s:%d refused AUTH: %s", st.sentinel[i].host,
+                  st.sentinel[i].port, reply->str);
+}
+
+static void sentinel_auth(redisAsyncContext *ac, int i, redisCallbackFn *done)
+{
+    const char *user = st.cfg->redis_sentinel_user, *pass = st.cfg->redis_sentinel_password;
+    if (user)
+        redisAsyncCommand(ac, done, (void *)(intptr_t)i, "AUTH %s %s", user, pass);
+    else
+        redisAsyncCommand(ac, done, (void *)(intptr_t)i, "AUTH %s", pass);
+}
+
 static void on_master_addr(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct conn *c = privdata;
@@ -893,6 +913,8 @@ static void sentinel_query(struct conn *c, const char *ip)
     c->sac = ac;
     ac->data = c;
     redisLibeventAttach(ac, st.base);
+    if (st.cfg->redis_sentinel_password)
+        sentinel_auth(ac, i, on_sentinel_auth);
     redisAsyncCommand(ac, on_master_addr, c, "SENTINEL get-master-addr-by-name %s",
                       st.cfg->redis_master_name);
     int64_t ms = st.cfg->redis_command_timeout;
@@ -1037,6 +1059,21 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status)
     sub_retry_later();
 }
 
+/* The subscription waits for AUTH's answer: a refused one drops the connection (the next
+ * sentinel is tried in a second) instead of leaving a subscription that never came. */
+static void on_sub_auth(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    if (!reply || ac != st.sub)
+        return; /* the connection is going away */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        on_sentinel_auth(ac, r, privdata);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    redisAsyncCommand(ac, on_switch_master, NULL, "SUBSCRIBE +switch-master");
+}
+
 static void on_sub_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     if (st.closing || result != 0 || !res) {
@@ -1060,7 +1097,10 @@ static void on_sub_resolved(int result, struct evutil_addrinfo *res, void *arg)
     redisLibeventAttach(ac, st.base);
     redisAsyncSetConnectCallback(ac, on_sub_connect);
     redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
-    redisAsyncCommand(ac, on_switch_master, NULL, "SUBSCRIBE +switch-master");
+    if (st.cfg->redis_sentinel_password)
+        sentinel_auth(ac, i, on_sub_auth);
+    else
+        redisAsyncCommand(ac, on_switch_master, NULL, "SUBSCRIBE +switch-master");
 }
 
 /* Subscribe to +switch-master on one sentinel (the next one after a loss). */

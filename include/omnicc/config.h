@@ -106,6 +106,8 @@ struct config {
     char *redis_appendfsync;  /* embedded mode: everysec | always */
     int redis_command_timeout;/* ms */
     char *redis_sentinels;    /* "host:port host:port ...": find the primary through Sentinel */
+    char *redis_sentinel_user;          /* AUTH to the sentinels (their requirepass / ACL) */
+    char *redis_sentinel_password_file;
     char *redis_master_name;  /* the name the sentinels monitor the primary under */
     int redis_ack_replicas;   /* WAIT for this many replicas after each state change */
     int redis_ack_timeout;    /* ms the WAIT may take */
@@ -234,6 +236,7 @@ struct config {
     /* derived at load time */
     char *api_token_value;     /* from api_token or api_token_file */
     char *redis_password;      /* from redis_password_file */
+    char *redis_sentinel_password; /* from redis_sentinel_password_file */
 };
 
 /* Load and validate; on error returns NULL and *err = "file:line: key: problem". */

@@ -2,7 +2,9 @@
 two replicas and three redis-sentinels; omniccd finds the primary through the sentinels.
 Clients POST /v1/interactions with unique external_ids and retry the same id on 5xx or a
 timeout, as a provider does. Mid-load the primary is SIGKILLed; the sentinels promote a
-replica and omniccd follows without a restart.
+replica and omniccd follows without a restart. The sentinels require a password (their
+requirepass, and sentinel-pass between themselves): omniccd authenticates to ask for the
+primary and to subscribe to +switch-master, so a failover it follows proves both.
 
 - ack_replicas = 1: every external_id answered 2xx is on the new primary afterwards.
 - ack_replicas = 0: what was acknowledged but lost is counted and printed (no assertion on
@@ -43,23 +45,28 @@ def discard(r):
         r.kill(signal.SIGKILL)
 
 
+SENTINEL_PASSWORD = 'sentinel-secret-' + os.urandom(6).hex()
+
+
 class Sentinel:
     def __init__(self, tmp, primary_port):
         self.port = harness.free_port()
-        self.dir = os.path.join(tmp, 'sentinel-%d' % self.port)
-        os.makedirs(self.dir)
+        self.dir = tempfile.mkdtemp(prefix='sentinel-', dir=tmp)
         self.conf = os.path.join(self.dir, 'sentinel.conf')
         with open(self.conf, 'w') as f:  # redis-sentinel rewrites this file: it must be its own
             f.write('port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n'
+                    'requirepass %s\nsentinel sentinel-pass %s\n'
                     'sentinel monitor %s 127.0.0.1 %d 2\n'
                     'sentinel down-after-milliseconds %s 1000\n'
                     'sentinel failover-timeout %s 10000\n'
                     'sentinel parallel-syncs %s 2\n'
-                    % (self.port, self.dir, os.path.join(self.dir, 'sentinel.log'), MASTER,
-                       primary_port, MASTER, MASTER, MASTER))
+                    % (self.port, self.dir, os.path.join(self.dir, 'sentinel.log'),
+                       SENTINEL_PASSWORD, SENTINEL_PASSWORD, MASTER, primary_port, MASTER,
+                       MASTER, MASTER))
         self.proc = subprocess.Popen(['redis-sentinel', self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
-        self.r = redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+        self.r = redis.Redis(port=self.port, password=SENTINEL_PASSWORD, decode_responses=True,
+                             socket_timeout=5)
 
     def master(self):
         try:
@@ -182,10 +189,14 @@ class SentinelFailoverTest(unittest.TestCase):
         return primary
 
     def start_daemon(self, ack_replicas):
+        secret = os.path.join(self.tmp, 'sentinel.password')
+        with open(secret, 'w') as f:
+            f.write(SENTINEL_PASSWORD + '\n')
         cfg = ('[redis]\nsentinels = %s\nsentinels = %s\nmaster_name = %s\n'
+               'sentinel_password_file = %s\n'
                'ack_replicas = %d\nack_timeout = 1000\ncommand_timeout = 2000\n'
                % (' '.join('127.0.0.1:%d' % s.port for s in self.sentinels[:2]),
-                  '127.0.0.1:%d' % self.sentinels[2].port, MASTER, ack_replicas))
+                  '127.0.0.1:%d' % self.sentinels[2].port, MASTER, secret, ack_replicas))
         self.d = harness.Omniccd(self.tmp, None, cfg, name='ha')
 
     def failover_under_load(self, ack_replicas):
@@ -230,6 +241,9 @@ class SentinelFailoverTest(unittest.TestCase):
         for conn in ('redis', 'redis reader'):
             line = '%s: ready (primary 127.0.0.1:%d of %s)' % (conn, new_port, MASTER)
             harness.wait_for(lambda: line in self.d.log(), 15, line)
+        # the subscription (made after AUTH) told omniccd of the failover
+        harness.wait_for(lambda: '(+switch-master)' in self.d.log(), 15,
+                         '+switch-master through the authenticated subscription')
         self.assertGreaterEqual(metric(self.d, 'omnicc_redis_failovers_total'), 1)
         new = redis.Redis(port=new_port, decode_responses=True)
         self.assertEqual(new.execute_command('ROLE')[0], 'master')
@@ -256,6 +270,22 @@ class SentinelFailoverTest(unittest.TestCase):
         acked, lost, stored = self.failover_under_load(1)
         self.assertFalse(lost, 'acknowledged but lost: %s' % lost[:20])
         self.assertEqual(stored & set(acked), set(acked))
+
+    def test_a_refused_sentinel_password_is_logged_and_omniccd_stays_unready(self):
+        self.start_set()
+        secret = os.path.join(self.tmp, 'wrong.password')
+        with open(secret, 'w') as f:
+            f.write('not-the-password\n')
+        cfg = ('[redis]\nsentinels = 127.0.0.1:%d\nmaster_name = %s\n'
+               'sentinel_password_file = %s\ncommand_timeout = 2000\n'
+               % (self.sentinels[0].port, MASTER, secret))
+        self.d = harness.Omniccd(self.tmp, None, cfg, name='ha-wrong', start=False)
+        self.d.start(wait=False)
+        line = 'redis: sentinel 127.0.0.1:%d refused AUTH: WRONGPASS' % self.sentinels[0].port
+        harness.wait_for(lambda: line in self.d.log(), 15, line)
+        st, body, _ = self.d.get('/healthz', auth=False)
+        self.assertEqual(st, 503, body)
+        self.assertNotIn('ready (primary', self.d.log())
 
     def test_without_replica_acknowledgement_loss_is_measured(self):
         acked, lost, stored = self.failover_under_load(0)
@@ -361,7 +391,14 @@ class SentinelConfigTest(unittest.TestCase):
                  'set url or sentinels, not both'),
                 ('ack_replicas = 1\n', 'embedded redis-server has no replicas'),
                 ('url = redis://127.0.0.1:6379/0\nack_replicas = 17\n', 'between 0 and 16'),
-                ('url = redis://127.0.0.1:6379/0\nack_timeout = 5\n', 'between 10 and 60000')]:
+                ('url = redis://127.0.0.1:6379/0\nack_timeout = 5\n', 'between 10 and 60000'),
+                ('url = redis://127.0.0.1:6379/0\nsentinel_password_file = /etc/hostname\n',
+                 'sentinel_password_file: needs sentinels'),
+                ('sentinels = 127.0.0.1:26379\nmaster_name = m\nsentinel_user = u\n',
+                 'sentinel_user: needs sentinel_password_file'),
+                ('sentinels = 127.0.0.1:26379\nmaster_name = m\n'
+                 'sentinel_password_file = /nonexistent/sentinel.password\n',
+                 'sentinel_password_file: ')]:
             rc, out = self.check(section)
             self.assertNotEqual(rc, 0, section)
             self.assertIn(msg, out, section)
