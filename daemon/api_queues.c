@@ -154,25 +154,23 @@ static struct {
 
 static void build_all_pages(const struct config *cfg)
 {
-    json_t *page = NULL;
-    size_t cap = 0;
+    json_t *entries = json_array();
     for (int i = 0; i < cfg->n_queues; i++) {
-        for (int overflow = 0; overflow <= (cfg->queues[i]->overflow_skills ? 1 : 0); overflow++) {
-            if (!page)
-                page = json_array();
-            json_array_append_new(page, stats_entry(cfg->queues[i], overflow));
-            bool last = i == cfg->n_queues - 1 && (overflow || !cfg->queues[i]->overflow_skills);
-            if (json_array_size(page) < QUEUES_PER_SCRIPT && !last)
-                continue;
-            if (all_pages.n == cap) {
-                cap = cap ? 2 * cap : 8;
-                all_pages.texts = xrealloc(all_pages.texts, cap * sizeof(*all_pages.texts));
-            }
-            all_pages.texts[all_pages.n++] = json_dumps(page, JSON_COMPACT);
-            json_decref(page);
-            page = NULL;
-        }
+        json_array_append_new(entries, stats_entry(cfg->queues[i], false));
+        if (cfg->queues[i]->overflow_skills)
+            json_array_append_new(entries, stats_entry(cfg->queues[i], true));
     }
+    size_t n = json_array_size(entries);
+    all_pages.n = (n + QUEUES_PER_SCRIPT - 1) / QUEUES_PER_SCRIPT;
+    all_pages.texts = xcalloc(all_pages.n ? all_pages.n : 1, sizeof(*all_pages.texts));
+    for (size_t p = 0; p < all_pages.n; p++) {
+        json_t *page = json_array();
+        for (size_t i = p * QUEUES_PER_SCRIPT; i < n && i < (p + 1) * QUEUES_PER_SCRIPT; i++)
+            json_array_append(page, json_array_get(entries, i));
+        all_pages.texts[p] = json_dumps(page, JSON_COMPACT);
+        json_decref(page);
+    }
+    json_decref(entries);
 }
 
 void api_queues_free(void)

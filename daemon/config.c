@@ -858,6 +858,22 @@ static int check_branch(const char *path, struct config *cfg, const struct branc
     return 0;
 }
 
+/* *out = the first line of the secret file named by key (when set); else the error names
+ * the key's line. */
+static int load_secret(const char *path, const char *file, const char *key, char **out,
+                       char **err)
+{
+    if (!file)
+        return 0;
+    char *e = NULL;
+    *out = read_secret_file(file, &e);
+    if (*out)
+        return 0;
+    *err = xasprintf("%s:%d: %s: %s", path, line_of(key), key, e);
+    free(e);
+    return -1;
+}
+
 /* [email] and each [mailbox NAME]: required keys, URL schemes, the secrets they name. */
 static int check_email(const char *path, struct config *cfg, char **err)
 {
@@ -866,17 +882,9 @@ static int check_email(const char *path, struct config *cfg, char **err)
         char **out;
     } secrets[] = {{cfg->email_smtp_password_file, "smtp_password_file", &cfg->email_smtp_password},
                    {cfg->email_inbound_token_file, "inbound_token_file", &cfg->email_inbound_token}};
-    for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
-        char *e = NULL;
-        if (!secrets[i].file)
-            continue;
-        *secrets[i].out = read_secret_file(secrets[i].file, &e);
-        if (!*secrets[i].out) {
-            *err = xasprintf("%s:%d: %s: %s", path, line_of(secrets[i].key), secrets[i].key, e);
-            free(e);
+    for (size_t i = 0; i < ARRAY_SIZE(secrets); i++)
+        if (load_secret(path, secrets[i].file, secrets[i].key, secrets[i].out, err) < 0)
             return -1;
-        }
-    }
     const char *u = cfg->email_smtp_url;
     if (u && strncmp(u, "smtp://", 7) != 0) {
         /* libesmtp speaks STARTTLS (RFC 3207), not TLS from the first byte */
@@ -995,16 +1003,9 @@ static int check_sentinels(const char *path, struct config *cfg, char **err)
                          "password)", path, line_of("sentinel_user"));
         return -1;
     }
-    if (cfg->redis_sentinel_password_file) {
-        char *e = NULL;
-        cfg->redis_sentinel_password = read_secret_file(cfg->redis_sentinel_password_file, &e);
-        if (!cfg->redis_sentinel_password) {
-            *err = xasprintf("%s:%d: sentinel_password_file: %s", path,
-                             line_of("sentinel_password_file"), e);
-            free(e);
-            return -1;
-        }
-    }
+    if (load_secret(path, cfg->redis_sentinel_password_file, "sentinel_password_file",
+                    &cfg->redis_sentinel_password, err) < 0)
+        return -1;
     if (!cfg->redis_sentinels) {
         if (cfg->redis_ack_replicas > 0 && !cfg->redis_url) {
             *err = xasprintf("%s:%d: ack_replicas: the embedded redis-server has no replicas "
@@ -1267,15 +1268,9 @@ struct config *config_read(FILE *f, const char *path, char **err)
     }
     if (cfg->redis_user && !cfg->redis_password_file)
         FAIL(line_of("user"), "user", "needs password_file (AUTH user password)");
-    if (cfg->redis_password_file) {
-        char *e = NULL;
-        cfg->redis_password = read_secret_file(cfg->redis_password_file, &e);
-        if (!cfg->redis_password) {
-            *err = xasprintf("%s:%d: password_file: %s", path, line_of("password_file"), e);
-            free(e);
-            goto fail;
-        }
-    }
+    if (load_secret(path, cfg->redis_password_file, "password_file", &cfg->redis_password,
+                    err) < 0)
+        goto fail;
     if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
         strncmp(cfg->redis_url, "unix://", 7) != 0)
         FAIL(line_of("url"), "url", "must start with redis:// or unix://");
